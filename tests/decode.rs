@@ -6,6 +6,9 @@
 //! The pcap/pcapng reader here is a minimal test helper; the real reader is
 //! `phantomnet::capture`.
 
+// Test helpers (the capture reader) fail loudly on unexpected input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -350,41 +353,55 @@ fn builder_frames_agree_with_etherparse() {
     assert_eq!(disagreement(&p), None);
 }
 
-/// Release-mode speed probe over every captured frame (mixed traffic).
+/// Release-mode speed probe over every captured frame (mixed traffic). The machine may be
+/// shared, so each figure is the best of several trials (a preempted trial only adds time).
 #[test]
 #[ignore = "speed probe: cargo test --release --test tests decode_speed -- --ignored --nocapture"]
 fn decode_speed() {
     let Some(dir) = pcaps_dir() else { return };
+    // PHANTOMNET_BENCH_ONLY=substring restricts the probe to matching capture names.
+    let only = std::env::var("PHANTOMNET_BENCH_ONLY").unwrap_or_default();
     let pkts: Vec<Pkt> = capture_files(&dir)
         .iter()
+        .filter(|p| p.to_string_lossy().contains(&only))
         .flat_map(|p| read_capture(p))
         .collect();
-    let rounds = 20;
-    let start = Instant::now();
+    assert!(!pkts.is_empty());
+    let (trials, rounds) = (7, 5);
     let mut sink = 0u64;
-    for _ in 0..rounds {
-        for p in &pkts {
-            let m = decode(p.link, std::hint::black_box(&p.data), p.wire_len);
-            sink = sink.wrapping_add(u64::from(m.payload_len) + u64::from(m.src_port));
+    let mut run = |hot: bool| {
+        let start = Instant::now();
+        if hot {
+            // Each frame decoded `rounds` times in a row: it sits in cache, as it does in
+            // the engine right after the capture source has read it.
+            for p in &pkts {
+                for _ in 0..rounds {
+                    let m = decode(p.link, std::hint::black_box(&p.data), p.wire_len);
+                    sink = sink.wrapping_add(u64::from(m.payload_len) + u64::from(m.src_port));
+                }
+            }
+        } else {
+            for _ in 0..rounds {
+                for p in &pkts {
+                    let m = decode(p.link, std::hint::black_box(&p.data), p.wire_len);
+                    sink = sink.wrapping_add(u64::from(m.payload_len) + u64::from(m.src_port));
+                }
+            }
         }
+        start.elapsed().as_nanos() as f64 / (rounds * pkts.len()) as f64
+    };
+    let mut best = [f64::MAX; 2];
+    for _ in 0..trials {
+        best[0] = best[0].min(run(false));
+        best[1] = best[1].min(run(true));
     }
-    let ns = start.elapsed().as_nanos() as f64 / (rounds * pkts.len()) as f64;
-    // The same frames, each decoded `rounds` times in a row: the frame sits in cache, as it
-    // does in the engine right after the capture source has read it.
-    let start = Instant::now();
-    for p in &pkts {
-        for _ in 0..rounds {
-            let m = decode(p.link, std::hint::black_box(&p.data), p.wire_len);
-            sink = sink.wrapping_add(u64::from(m.payload_len) + u64::from(m.src_port));
-        }
-    }
-    let hot = start.elapsed().as_nanos() as f64 / (rounds * pkts.len()) as f64;
+    let [streaming, cached] = best;
     eprintln!(
-        "decode: {} frames x {rounds}: {ns:.1} ns/frame streaming, {hot:.1} ns/frame cached \
-         (PacketMeta {} bytes, sink {sink})",
+        "decode: {} frames: {streaming:.1} ns/frame streaming, {cached:.1} ns/frame cached \
+         (best of {trials}; PacketMeta {} bytes; sink {sink})",
         pkts.len(),
         std::mem::size_of::<phantomnet::decode::PacketMeta>()
     );
     assert!(sink > 0);
-    assert!(ns < 1000.0 && hot < 1000.0, "{ns:.1} / {hot:.1} ns/frame");
+    assert!(streaming < 1000.0 && cached < 1000.0);
 }
