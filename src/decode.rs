@@ -5,6 +5,24 @@
 //! `DecodeError` in the meta (what was decoded above it stays usable) and is counted by
 //! kind in the engine's statistics. Checksums are not verified: offload makes bad ones
 //! common on the capturing host.
+//!
+//! Layers: Ethernet II (802.3/LLC frames end at `L3::None`), stacked VLAN tags (0x8100,
+//! 0x88a8, 0x9100), PPPoE sessions, Linux SLL/SLL2, raw IP, BSD loopback; ARP
+//! (Ethernet/IPv4 only, other ARP is `L3::Other(0x0806)`); IPv4 (options, fragments, Ethernet
+//! padding trimmed to the total length, snaplen-cut packets decoded as far as they go);
+//! IPv6 with up to `MAX_IPV6_EXT_HEADERS` extension headers; TCP (MSS option), UDP,
+//! ICMP/ICMPv6; the first question of DNS/mDNS/LLMNR messages over UDP and TCP.
+//!
+//! Choices worth knowing:
+//! - IPv4 total length 0 is TCP segmentation offload on the capturing host, not an error:
+//!   the packet runs to the end of the capture. Likewise IPv6 payload length 0.
+//! - Only a non-first fragment (offset > 0) goes without L4; the first fragment's L4 header
+//!   is decoded. An IPv6 "atomic" fragment (offset 0, M clear) is not `is_fragment`, but its
+//!   identification is in `ip_id`.
+//! - A DNS message without a question (mDNS announcements) gives `dns: None` and no error.
+//!   The entropy is over raw bytes, so case matters ("0x20" randomised names score higher).
+//! - Non-first TCP segments of a DNS-over-TCP stream are parsed as if they started a
+//!   message; they end in `DnsMalformed` (counted, nothing else lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -386,14 +404,14 @@ pub fn dns_qname<'a>(frame: &[u8], dns: &DnsInfo, out: &'a mut [u8; 256]) -> &'a
             break;
         };
         let dot = usize::from(n > 0);
-        let Some(dst) = out.get_mut(n..n + dot + len) else {
+        if n + dot + len > out.len() {
             break;
-        };
-        if let Some((first, rest)) = dst.split_first_mut().filter(|_| dot == 1) {
-            *first = b'.';
-            rest.copy_from_slice(label);
-        } else {
-            dst.copy_from_slice(label);
+        }
+        if let Some(d) = out.get_mut(n).filter(|_| dot == 1) {
+            *d = b'.';
+        }
+        for (d, &c) in out.iter_mut().skip(n + dot).zip(label) {
+            *d = c;
         }
         n += dot + len;
         pos += 1 + len;
