@@ -353,6 +353,91 @@ fn builder_frames_agree_with_etherparse() {
     assert_eq!(disagreement(&p), None);
 }
 
+#[test]
+fn builder_scenario_round_trips_through_a_pcap_file() {
+    // A small scenario as the pipeline tests build it: ARP, DNS, TCP handshake, HTTP GET.
+    let (a, b) = ([192, 168, 1, 20], [192, 168, 1, 1]);
+    let web = [203, 0, 113, 80];
+    let frames: Vec<Vec<u8>> = vec![
+        frames::arp_request(frames::MAC_A, a, b),
+        frames::arp_reply(frames::MAC_B, b, frames::MAC_A, a),
+        frames::eth_ipv4_udp(
+            frames::MAC_A,
+            frames::MAC_B,
+            a,
+            b,
+            40000,
+            53,
+            &frames::dns_query(9, "shop.example", 1),
+        ),
+        frames::eth_ipv4_tcp_mss(
+            frames::MAC_A,
+            frames::MAC_B,
+            a,
+            web,
+            50000,
+            80,
+            0x02,
+            100,
+            0,
+            1460,
+            b"",
+        ),
+        frames::eth_ipv4_tcp(
+            frames::MAC_B,
+            frames::MAC_A,
+            web,
+            a,
+            80,
+            50000,
+            0x12,
+            500,
+            101,
+            b"",
+        ),
+        frames::eth_ipv4_tcp(
+            frames::MAC_A,
+            frames::MAC_B,
+            a,
+            web,
+            50000,
+            80,
+            0x18,
+            101,
+            501,
+            &frames::http_get("shop.example", "/"),
+        ),
+    ];
+    let records: Vec<(i64, &[u8])> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (1_700_000_000_000_000 + i as i64 * 1500, f.as_slice()))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("phantomnet-decode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("scenario.pcap");
+    std::fs::write(&path, frames::pcap_file(1, &records)).unwrap();
+    let pkts = read_capture(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(pkts.len(), frames.len());
+    let metas: Vec<_> = pkts
+        .iter()
+        .map(|p| decode(p.link, &p.data, p.wire_len))
+        .collect();
+    assert!(metas.iter().all(|m| m.error.is_none()));
+    assert_eq!(metas[0].l3, L3::Arp);
+    assert_eq!(metas[1].arp.op, 2);
+    assert_eq!(metas[2].dns.map(|d| d.qname_len), Some(12));
+    assert!(metas[3].is_syn_only() && metas[3].tcp.mss == Some(1460));
+    assert_eq!(metas[4].tcp.flags, 0x12);
+    assert!(pkts[5].data[metas[5].payload_off as usize..]
+        .starts_with(b"GET / HTTP/1.1\r\nHost: shop.example\r\n"));
+    for p in &pkts[2..] {
+        assert_eq!(compare(p), Ok(true));
+    }
+}
+
 /// Release-mode speed probe over every captured frame (mixed traffic). The machine may be
 /// shared, so each figure is the best of several trials (a preempted trial only adds time).
 #[test]

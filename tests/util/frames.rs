@@ -552,3 +552,28 @@ pub fn http_get(host: &str, path: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A classic pcap file (little-endian, microsecond timestamps, snaplen 262144) holding
+/// `frames` as (timestamp in µs since the Unix epoch, bytes) with link type `linktype`
+/// (1 = Ethernet). Write it to a temporary file to replay a built scenario.
+pub fn pcap_file(linktype: u32, frames: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + frames.iter().map(|(_, f)| 16 + f.len()).sum::<usize>());
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&262_144u32.to_le_bytes());
+    out.extend_from_slice(&linktype.to_le_bytes());
+    for &(ts, frame) in frames {
+        let len = u32::try_from(frame.len()).expect("frame fits a pcap record");
+        let secs =
+            u32::try_from(ts.div_euclid(1_000_000)).expect("timestamp after 1970, before 2106");
+        out.extend_from_slice(&secs.to_le_bytes());
+        out.extend_from_slice(&(ts.rem_euclid(1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    out
+}
