@@ -25,6 +25,7 @@
 //!   message; they end in `DnsMalformed` (counted, nothing else lost).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
 
 /// Packet time: microseconds since the Unix epoch, taken from the frame's timestamp.
 pub type Micros = i64;
@@ -788,6 +789,20 @@ fn icmp(m: &mut PacketMeta, seg: &[u8], start: usize, proto: u8) -> Layer {
 
 // ---- DNS ----
 
+/// `c·log2(c)` for every possible byte count c (index 256 exists so that `k + 1` for a u8
+/// `k` is always in range). Computed once; a static, so no allocation.
+fn clog_table() -> &'static [f64; 257] {
+    static TABLE: OnceLock<[f64; 257]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0.0f64; 257];
+        for (c, v) in t.iter_mut().enumerate().skip(2) {
+            let c = c as f64;
+            *v = c * c.log2();
+        }
+        t
+    })
+}
+
 /// Parses the header and first question of the DNS message `f[off..end]`. A message
 /// without questions (common in mDNS responses) leaves `dns` as `None`.
 fn dns(m: &mut PacketMeta, f: &[u8], off: usize, end: usize) -> Layer {
@@ -796,8 +811,12 @@ fn dns(m: &mut PacketMeta, f: &[u8], off: usize, end: usize) -> Layer {
     if be16(h[4], h[5]) == 0 {
         return Ok(());
     }
-    // Occurrences of each byte value; a name has at most 253 characters.
+    // Occurrences of each byte value (a name has at most 253 characters, so a u8 count
+    // cannot saturate) and the running Σ c·log2(c) over them: raising a count from k to
+    // k + 1 adds clog[k + 1] - clog[k].
+    let clog = clog_table();
     let mut counts = [0u8; 256];
+    let mut sum = 0.0f64;
     let mut pos = 12usize;
     let mut chars = 0usize;
     let mut labels = 0u8;
@@ -821,6 +840,8 @@ fn dns(m: &mut PacketMeta, f: &[u8], off: usize, end: usize) -> Layer {
             .ok_or(DecodeError::DnsMalformed)?;
         for &c in label {
             let k = &mut counts[usize::from(c)];
+            let before = usize::from(*k);
+            sum += clog[before + 1] - clog[before];
             *k = k.saturating_add(1);
         }
         chars += len;
@@ -830,30 +851,13 @@ fn dns(m: &mut PacketMeta, f: &[u8], off: usize, end: usize) -> Layer {
     // QTYPE and QCLASS complete the question.
     let qt = chunk::<4>(msg, pos + 1).ok_or(DecodeError::DnsMalformed)?;
 
-    // H = log2(n) - (1/n) Σ c·log2(c) over the distinct bytes; each distinct byte is
-    // visited once by clearing its count after use.
-    let mut entropy = 0.0f32;
-    if chars > 0 {
-        let mut sum = 0.0f32;
-        let mut p = 12usize;
-        while let Some(&len) = msg.get(p) {
-            if len == 0 {
-                break;
-            }
-            let len = usize::from(len);
-            for &c in msg.get(p + 1..p + 1 + len).unwrap_or(&[]) {
-                let k = &mut counts[usize::from(c)];
-                if *k > 0 {
-                    let kf = f32::from(*k);
-                    sum += kf * kf.log2();
-                    *k = 0;
-                }
-            }
-            p += 1 + len;
-        }
-        let n = chars as f32;
-        entropy = (n.log2() - sum / n).max(0.0);
-    }
+    // H = log2(n) - (1/n) Σ c·log2(c).
+    let entropy = if chars > 0 {
+        let n = chars as f64;
+        (n.log2() - sum / n).max(0.0) as f32
+    } else {
+        0.0
+    };
 
     m.dns = Some(DnsInfo {
         id: be16(h[0], h[1]),
