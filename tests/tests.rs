@@ -1,0 +1,3 @@
+//! One integration-test binary (ripgrep-style): each module covers one part of PhantomNet.
+
+mod capture;
