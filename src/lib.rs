@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod decode;
+pub mod eve;
 pub mod events;
 pub mod features;
 pub mod store;
