@@ -7,4 +7,5 @@ pub mod decode;
 pub mod eve;
 pub mod events;
 pub mod features;
+pub mod intel;
 pub mod store;
