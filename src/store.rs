@@ -489,8 +489,15 @@ impl Store {
             }
         }
         if deleted > 0 {
+            // Each step of this pragma frees one page: step it to the end (execute_batch
+            // would step once).
             self.conn
-                .execute_batch("PRAGMA incremental_vacuum")
+                .prepare("PRAGMA incremental_vacuum")
+                .and_then(|mut st| {
+                    let mut rows = st.query([])?;
+                    while rows.next()?.is_some() {}
+                    Ok(())
+                })
                 .map_err(|source| self.write_err("incremental vacuum", source))?;
         }
         self.stats.rows_deleted += deleted;
