@@ -167,6 +167,25 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// Options from the config's `[retention]` section: one row bound for every retained
+    /// table and a byte bound, `0` meaning none for either. Everything else is the default.
+    pub fn from_retention(max_rows: u64, max_bytes: u64) -> StoreOptions {
+        let rows = (max_rows > 0).then_some(max_rows);
+        StoreOptions {
+            max_rows: MaxRows {
+                alerts: rows,
+                verdicts: rows,
+                flows: rows,
+                feature_samples: rows,
+                window_counts: rows,
+            },
+            max_bytes: (max_bytes > 0).then_some(max_bytes),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 /// Everything that can go wrong with the database; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
