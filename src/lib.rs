@@ -2,8 +2,14 @@
 //! loop — frames → decode → flow & host state → detectors → features → Isolation Forest →
 //! correlation → verdicts → SQLite / EVE JSON / HTTP.
 
+pub mod arpwatch;
 pub mod capture;
+pub mod config;
 pub mod decode;
 pub mod events;
 pub mod features;
+pub mod flow;
+pub mod host;
 pub mod model;
+pub mod stats;
+pub mod table;
