@@ -12,6 +12,7 @@ pub mod features;
 pub mod flow;
 pub mod host;
 pub mod intel;
+pub mod model;
 pub mod stats;
 pub mod store;
 pub mod table;

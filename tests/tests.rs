@@ -5,4 +5,5 @@ mod util;
 
 mod capture;
 mod decode;
+mod model;
 mod store;
