@@ -6,3 +6,4 @@ pub mod capture;
 pub mod decode;
 pub mod events;
 pub mod features;
+pub mod rules;
