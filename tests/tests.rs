@@ -1,0 +1,5 @@
+//! The one integration-test binary (ripgrep-style): each file in tests/ is a module here.
+
+mod util;
+
+mod decode;
