@@ -13,6 +13,7 @@ pub mod flow;
 pub mod host;
 pub mod intel;
 pub mod model;
+pub mod rules;
 pub mod stats;
 pub mod store;
 pub mod table;
