@@ -4,8 +4,12 @@
 
 pub mod arpwatch;
 pub mod capture;
+pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod decode;
+pub mod engine;
+pub mod eval;
 pub mod eve;
 pub mod events;
 pub mod features;
@@ -14,6 +18,8 @@ pub mod host;
 pub mod intel;
 pub mod model;
 pub mod rules;
+pub mod runtime;
+pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod table;

@@ -6,4 +6,5 @@ mod util;
 mod capture;
 mod decode;
 mod model;
+mod pipeline;
 mod store;

@@ -781,16 +781,20 @@ fn parse_threshold(key: &str, v: &str, df: bool) -> Result<ThreshSpec, String> {
                     }
                 })
             }
-            "track" => track = Some(match val {
-                "by_src" => Track::BySrc,
-                "by_dst" => Track::ByDst,
-                "by_rule" => Track::ByRule,
-                "by_both" => Track::ByBoth,
-                "by_flow" => Track::ByFlow,
-                _ => return Err(format!(
+            "track" => {
+                track = Some(match val {
+                    "by_src" => Track::BySrc,
+                    "by_dst" => Track::ByDst,
+                    "by_rule" => Track::ByRule,
+                    "by_both" => Track::ByBoth,
+                    "by_flow" => Track::ByFlow,
+                    _ => {
+                        return Err(format!(
                     "{key}: track `{val}` (expected by_src, by_dst, by_rule, by_both or by_flow)"
-                )),
-            }),
+                ))
+                    }
+                })
+            }
             "count" => count = Some(parse_num::<u32>(key, val)?),
             "seconds" => seconds = Some(parse_num::<u32>(key, val)?),
             "unique_on" if df => {
