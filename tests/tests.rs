@@ -2,4 +2,6 @@
 
 mod util;
 
+mod capture;
 mod decode;
+mod rules;

@@ -437,6 +437,11 @@ impl Builder<'_> {
         if let Ok(n) = s.parse::<i64>() {
             return Ok(Val::Lit(n));
         }
+        if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            if let Ok(n) = i64::from_str_radix(h, 16) {
+                return Ok(Val::Lit(n));
+            }
+        }
         match self.vars.iter().position(|v| v == s) {
             Some(i) => Ok(Val::Var(i as u8)),
             None => Err(format!(
@@ -781,16 +786,20 @@ fn parse_threshold(key: &str, v: &str, df: bool) -> Result<ThreshSpec, String> {
                     }
                 })
             }
-            "track" => track = Some(match val {
-                "by_src" => Track::BySrc,
-                "by_dst" => Track::ByDst,
-                "by_rule" => Track::ByRule,
-                "by_both" => Track::ByBoth,
-                "by_flow" => Track::ByFlow,
-                _ => return Err(format!(
+            "track" => {
+                track = Some(match val {
+                    "by_src" => Track::BySrc,
+                    "by_dst" => Track::ByDst,
+                    "by_rule" => Track::ByRule,
+                    "by_both" => Track::ByBoth,
+                    "by_flow" => Track::ByFlow,
+                    _ => {
+                        return Err(format!(
                     "{key}: track `{val}` (expected by_src, by_dst, by_rule, by_both or by_flow)"
-                )),
-            }),
+                ))
+                    }
+                })
+            }
             "count" => count = Some(parse_num::<u32>(key, val)?),
             "seconds" => seconds = Some(parse_num::<u32>(key, val)?),
             "unique_on" if df => {
