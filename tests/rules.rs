@@ -2,6 +2,7 @@
 //! on built frames, thresholds over time, scaling to thousands of rules, the default rules,
 //! and a Suricata conformance driver (PHANTOMNET_CONFORMANCE = suricata-verify dir) with a
 //! minimal flow tracker standing in for the engine until the replay pipeline lands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -520,6 +521,10 @@ fn matching_cost_does_not_grow_linearly() {
     .unwrap();
     let mut d = load_ok(&default);
     let t_default = ns_per_packet(&mut d, &frames, 20_000);
+    for (i, f) in frames.iter().enumerate() {
+        let one = ns_per_packet(&mut d, std::slice::from_ref(f), 20_000);
+        println!("default rules, probe frame {i}: {one:.0} ns");
+    }
     let mut small = load_ok(&generated_rules(500));
     let t_500 = ns_per_packet(&mut small, &frames, 20_000);
     let mut big = load_ok(&generated_rules(5000));
