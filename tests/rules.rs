@@ -842,3 +842,37 @@ fn suricata_conformance() {
         "{passed} passed, {failed} failed"
     );
 }
+
+/// Default rules over the shared captures (PHANTOMNET_PCAPS): prints alerts per capture and
+/// checks that no benign capture raises a priority-1 alert.
+#[test]
+fn default_rules_on_shared_captures() {
+    let Some(dir) = std::env::var_os("PHANTOMNET_PCAPS").map(PathBuf::from) else {
+        eprintln!("skipped: PHANTOMNET_PCAPS is not set");
+        return;
+    };
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    names.sort();
+    for p in names {
+        let mut set = default_set();
+        let counts = run_capture(&mut set, &p, false);
+        let mut v: Vec<(u32, usize)> = counts.into_iter().collect();
+        v.sort_unstable();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        println!("{name}: {v:?}");
+        if name.starts_with("benign") {
+            let set = default_set();
+            for (sid, _) in &v {
+                let prio = (0..set.len() as u32)
+                    .map(|i| set.info(i))
+                    .find(|i| i.sid == *sid)
+                    .map_or(3, |i| i.priority);
+                assert!(prio > 1, "{name}: priority-1 alert sid {sid}");
+            }
+        }
+    }
+}
