@@ -7,4 +7,5 @@ mod capture;
 mod decode;
 mod model;
 mod pipeline;
+mod rules;
 mod store;

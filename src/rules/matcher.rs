@@ -276,8 +276,9 @@ pub struct NumFormat {
     pub bitmask: Option<u64>,
 }
 
-/// One payload option, in rule order.
+/// One payload option, in rule order. Built once at load, so variant sizes do not matter.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum PMatch {
     Content(Content),
     Pcre {
@@ -510,13 +511,20 @@ fn run(items: &[PMatch], i: usize, prev: usize, ev: &mut Eval<'_>) -> bool {
             post_offset,
         } => {
             let n = nbytes.get(&ev.vars);
-            if !(1..=10).contains(&n) {
+            if !(0..=10).contains(&n) {
                 return false;
             }
             let base = if *relative { prev as i64 } else { 0 };
             let pos = base + offset.get(&ev.vars);
-            let Some(v) = read_num(buf, pos, n as usize, *fmt) else {
-                return false;
+            // A byte count of 0 (only possible through a variable) reads nothing: the jump
+            // value is 0, as in Suricata (detect-bytejump-02).
+            let v = if n == 0 {
+                0
+            } else {
+                match read_num(buf, pos, n as usize, *fmt) {
+                    Some(v) => v,
+                    None => return false,
+                }
             };
             let mut v = (v as i64).saturating_mul(*multiplier as i64);
             if *align && v % 4 != 0 {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use crate::decode::{Micros, PacketMeta};
 use addr::{addr_key, Kind, VarTable};
@@ -219,11 +219,9 @@ pub struct RuleHit {
 /// Rules sharing a protocol class and destination port, with their prefilter.
 #[derive(Debug, Default)]
 struct Group {
-    cs: Option<AhoCorasick>,
-    ci: Option<AhoCorasick>,
-    /// Pattern id → rules; case-sensitive patterns first, then the nocase ones.
+    ac: Option<AhoCorasick>,
+    /// Pattern id → rules.
     pat_rules: Vec<Vec<u32>>,
-    n_cs: usize,
     /// Rules without a fast pattern: evaluated for every packet of the group.
     plain: Vec<u32>,
 }
@@ -445,12 +443,11 @@ impl RuleSet {
     }
 
     fn compile_group(&self, members: &[u32]) -> Group {
-        let mut cs_pats: Vec<Vec<u8>> = Vec::new();
-        let mut ci_pats: Vec<Vec<u8>> = Vec::new();
-        let mut cs_rules: Vec<Vec<u32>> = Vec::new();
-        let mut ci_rules: Vec<Vec<u32>> = Vec::new();
-        let mut cs_idx: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut ci_idx: HashMap<Vec<u8>, usize> = HashMap::new();
+        // One case-insensitive automaton over every fast pattern of the group: a single pass
+        // over the payload; case-sensitive contents are confirmed by the full rule check.
+        let mut pats: Vec<Vec<u8>> = Vec::new();
+        let mut pat_rules: Vec<Vec<u32>> = Vec::new();
+        let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut plain = Vec::new();
         for &i in members {
             let r = &self.rules[i as usize];
@@ -462,48 +459,38 @@ impl RuleSet {
                 plain.push(i);
                 continue;
             };
-            let (pats, rules, idx) = if c.nocase {
-                (&mut ci_pats, &mut ci_rules, &mut ci_idx)
-            } else {
-                (&mut cs_pats, &mut cs_rules, &mut cs_idx)
-            };
-            let id = *idx.entry(c.pat.clone()).or_insert_with(|| {
-                pats.push(c.pat.clone());
-                rules.push(Vec::new());
+            let key = c.pat.to_ascii_lowercase();
+            let id = *idx.entry(key.clone()).or_insert_with(|| {
+                pats.push(key);
+                pat_rules.push(Vec::new());
                 pats.len() - 1
             });
-            rules[id].push(i);
+            pat_rules[id].push(i);
         }
-        let build = |pats: &[Vec<u8>], nocase: bool| -> Option<AhoCorasick> {
-            if pats.is_empty() {
-                return None;
-            }
-            AhoCorasickBuilder::new()
+        let mut ac = None;
+        if !pats.is_empty() {
+            let total: usize = pats.iter().map(Vec::len).sum();
+            // A full DFA is fastest but costs ~1 KiB per state: only for small groups.
+            let kind = if total <= 4096 {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
+            ac = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(nocase)
-                .build(pats)
-                .ok()
-        };
-        let cs = build(&cs_pats, false);
-        let ci = build(&ci_pats, true);
-        // An automaton that failed to build (it cannot for plain byte patterns, but never
-        // lose rules over it): its rules fall back to direct evaluation.
-        if cs.is_none() {
-            plain.extend(cs_rules.iter().flatten().copied());
-            cs_rules.clear();
+                .ascii_case_insensitive(true)
+                .kind(Some(kind))
+                .build(&pats)
+                .ok();
+            if ac.is_none() {
+                // It cannot fail for plain byte patterns, but never lose rules over it.
+                plain.extend(pat_rules.iter().flatten().copied());
+                pat_rules.clear();
+            }
         }
-        if ci.is_none() {
-            plain.extend(ci_rules.iter().flatten().copied());
-            ci_rules.clear();
-        }
-        let n_cs = cs_rules.len();
-        let mut pat_rules = cs_rules;
-        pat_rules.extend(ci_rules);
         Group {
-            cs,
-            ci,
+            ac,
             pat_rules,
-            n_cs,
             plain,
         }
     }
@@ -589,10 +576,9 @@ impl RuleSet {
             if payload.is_empty() {
                 continue;
             }
-            for (ac, base) in [(&group.cs, 0usize), (&group.ci, group.n_cs)] {
-                let Some(ac) = ac else { continue };
+            if let Some(ac) = &group.ac {
                 for mat in ac.find_overlapping_iter(payload) {
-                    let id = base + mat.pattern().as_usize();
+                    let id = mat.pattern().as_usize();
                     if let Some(s) = self.seen.get_mut(id) {
                         if !*s {
                             *s = true;
@@ -702,9 +688,8 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
         return false;
     }
     let (s, d) = (addr_key(m.src), addr_key(m.dst));
-    if !side_matches(r, s, m.src_port, d, m.dst_port)
-        && !(r.bidir && side_matches(r, d, m.dst_port, s, m.src_port))
-    {
+    let reverse = || r.bidir && side_matches(r, d, m.dst_port, s, m.src_port);
+    if !(side_matches(r, s, m.src_port, d, m.dst_port) || reverse()) {
         return false;
     }
     if r.flow != 0 {

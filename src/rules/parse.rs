@@ -437,6 +437,11 @@ impl Builder<'_> {
         if let Ok(n) = s.parse::<i64>() {
             return Ok(Val::Lit(n));
         }
+        if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            if let Ok(n) = i64::from_str_radix(h, 16) {
+                return Ok(Val::Lit(n));
+            }
+        }
         match self.vars.iter().position(|v| v == s) {
             Some(i) => Ok(Val::Var(i as u8)),
             None => Err(format!(
