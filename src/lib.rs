@@ -2,7 +2,18 @@
 //! loop — frames → decode → flow & host state → detectors → features → Isolation Forest →
 //! correlation → verdicts → SQLite / EVE JSON / HTTP.
 
+pub mod arpwatch;
 pub mod capture;
+pub mod config;
 pub mod decode;
+pub mod eve;
 pub mod events;
 pub mod features;
+pub mod flow;
+pub mod host;
+pub mod intel;
+pub mod model;
+pub mod rules;
+pub mod stats;
+pub mod store;
+pub mod table;

@@ -1,3 +1,9 @@
-//! One integration-test binary (ripgrep-style): each module covers one part of PhantomNet.
+//! The one integration-test binary (ripgrep-style): each file in tests/ is a module here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
 
 mod capture;
+mod decode;
+mod model;
+mod store;

@@ -1,0 +1,475 @@
+//! Flows: bidirectional 5-tuples with direction, TCP handshake state and counters, kept in a
+//! fixed-capacity table built once from the config.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::decode::{
+    tcp_flags, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
+use crate::events::FlowRow;
+use crate::table::{mix, LruTable, Slot, TableKey};
+
+/// Address as 16 bytes (IPv4 mapped into IPv6), cheap to hash and compare.
+pub type Addr16 = [u8; 16];
+
+pub fn addr16(ip: IpAddr) -> Addr16 {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+pub fn addr_from16(a: Addr16) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// Canonical bidirectional flow key: the (address, port) pairs are ordered so both
+/// directions map to the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    pub lo: Addr16,
+    pub hi: Addr16,
+    pub lo_port: u16,
+    pub hi_port: u16,
+    pub proto: u8,
+    pub vlan: u16,
+}
+
+impl FlowKey {
+    /// Builds the key of `meta` and says whether the packet goes lo → hi.
+    #[inline]
+    pub fn of(meta: &PacketMeta) -> (FlowKey, bool) {
+        let (sp, dp) = match meta.ip_proto {
+            IPPROTO_TCP | IPPROTO_UDP => (meta.src_port, meta.dst_port),
+            // Echo request/reply pairs share the identifier.
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => (meta.icmp.id, meta.icmp.id),
+            _ => (0, 0),
+        };
+        let (s, d) = (addr16(meta.src), addr16(meta.dst));
+        let fwd = (s, sp) <= (d, dp);
+        let key = if fwd {
+            FlowKey {
+                lo: s,
+                hi: d,
+                lo_port: sp,
+                hi_port: dp,
+                proto: meta.ip_proto,
+                vlan: meta.vlan,
+            }
+        } else {
+            FlowKey {
+                lo: d,
+                hi: s,
+                lo_port: dp,
+                hi_port: sp,
+                proto: meta.ip_proto,
+                vlan: meta.vlan,
+            }
+        };
+        (key, fwd)
+    }
+}
+
+impl TableKey for FlowKey {
+    #[inline]
+    fn hash_with(&self, seed: u64) -> u64 {
+        let w = |a: &Addr16, i: usize| {
+            u64::from_le_bytes([
+                a[i],
+                a[i + 1],
+                a[i + 2],
+                a[i + 3],
+                a[i + 4],
+                a[i + 5],
+                a[i + 6],
+                a[i + 7],
+            ])
+        };
+        let ports = u64::from(self.lo_port)
+            | (u64::from(self.hi_port) << 16)
+            | (u64::from(self.proto) << 32)
+            | (u64::from(self.vlan) << 40);
+        let a = mix(w(&self.lo, 0) ^ seed, w(&self.lo, 8));
+        let b = mix(w(&self.hi, 0), w(&self.hi, 8) ^ ports);
+        mix(a, b)
+    }
+}
+
+/// TCP handshake progress as far as detection needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TcpState {
+    #[default]
+    None,
+    SynSent,
+    SynAckSeen,
+    Established,
+    Closing,
+    Closed,
+}
+
+/// Recency classes of the flow table (each has its own idle timeout).
+pub const CLASS_TCP: u8 = 0;
+pub const CLASS_UDP: u8 = 1;
+pub const CLASS_OTHER: u8 = 2;
+pub const CLASS_CLOSED: u8 = 3;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flow {
+    pub id: u64,
+    pub start: Micros,
+    pub last: Micros,
+    /// True when the client (initiator) is the key's `lo` side.
+    pub client_is_lo: bool,
+    /// Index 0 = to server, 1 = to client.
+    pub pkts: [u64; 2],
+    pub bytes: [u64; 2],
+    pub flags: [u8; 2],
+    pub tcp: TcpState,
+    /// The responder answered (anything but a RST / ICMP error).
+    pub answered: bool,
+    /// The responder refused (RST or ICMP unreachable).
+    pub rejected: bool,
+    /// Rule engine per-flow state (flowbits).
+    pub rule_state: u128,
+}
+
+impl Flow {
+    /// True once packets went both ways (UDP/ICMP) or the TCP handshake completed.
+    pub fn established(&self, proto: u8) -> bool {
+        if proto == IPPROTO_TCP {
+            matches!(self.tcp, TcpState::Established | TcpState::Closing)
+        } else {
+            self.pkts[0] > 0 && self.pkts[1] > 0
+        }
+    }
+
+    /// Summary row for the store.
+    pub fn row(&self, key: &FlowKey, reason: &'static str) -> FlowRow {
+        let (c, cp, s, sp) = if self.client_is_lo {
+            (key.lo, key.lo_port, key.hi, key.hi_port)
+        } else {
+            (key.hi, key.hi_port, key.lo, key.lo_port)
+        };
+        FlowRow {
+            flow_id: self.id,
+            start: self.start,
+            end: self.last,
+            src: addr_from16(c),
+            src_port: cp,
+            dst: addr_from16(s),
+            dst_port: sp,
+            proto: key.proto,
+            pkts_to_server: self.pkts[0],
+            pkts_to_client: self.pkts[1],
+            bytes_to_server: self.bytes[0],
+            bytes_to_client: self.bytes[1],
+            tcp_flags: self.flags[0] | self.flags[1],
+            reason,
+        }
+    }
+}
+
+/// What one packet did to its flow.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowUpdate {
+    pub slot: Slot,
+    /// The packet created the flow.
+    pub new: bool,
+    /// The packet goes from client to server.
+    pub to_server: bool,
+    /// First packet back from the responder: answered (or rejected) just now.
+    pub first_reply: bool,
+    pub established: bool,
+}
+
+/// Idle timeouts per class, in microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowTimeouts {
+    pub tcp: Micros,
+    pub udp: Micros,
+    pub other: Micros,
+    pub closed: Micros,
+}
+
+pub struct FlowTable {
+    pub table: LruTable<FlowKey, Flow>,
+    pub timeouts: FlowTimeouts,
+    next_id: u64,
+    pub evicted: u64,
+    pub expired: u64,
+    pub created: u64,
+}
+
+fn class_of(proto: u8) -> u8 {
+    match proto {
+        IPPROTO_TCP => CLASS_TCP,
+        IPPROTO_UDP => CLASS_UDP,
+        _ => CLASS_OTHER,
+    }
+}
+
+impl FlowTable {
+    pub fn new(capacity: usize, timeouts: FlowTimeouts, seed: u64) -> Self {
+        FlowTable {
+            table: LruTable::with_capacity(capacity, seed),
+            timeouts,
+            next_id: 1,
+            evicted: 0,
+            expired: 0,
+            created: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Looks up or creates the flow of an IP packet and updates its state. Evicted flows
+    /// are handed to `on_end` with reason "evicted".
+    #[inline]
+    pub fn update(
+        &mut self,
+        meta: &PacketMeta,
+        ts: Micros,
+        mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+    ) -> FlowUpdate {
+        let (key, fwd) = FlowKey::of(meta);
+        let proto = meta.ip_proto;
+        let is_tcp = proto == IPPROTO_TCP;
+        let flags = meta.tcp.flags;
+        // A SYN-ACK seen first means we joined after the SYN: its sender is the server.
+        let sender_is_server = is_tcp
+            && flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK);
+        let id = self.next_id;
+        let mut evicted = false;
+        let (slot, new) = self.table.find_or_insert(
+            key,
+            class_of(proto),
+            ts,
+            |f| {
+                *f = Flow {
+                    id,
+                    start: ts,
+                    last: ts,
+                    client_is_lo: fwd != sender_is_server,
+                    ..Flow::default()
+                };
+            },
+            |k, f| {
+                evicted = true;
+                on_end(k, f, "evicted");
+            },
+        );
+        if evicted {
+            self.evicted += 1;
+        }
+        if new {
+            self.next_id += 1;
+            self.created += 1;
+        }
+        self.table.touch(slot, ts);
+        let f = self.table.get_mut(slot);
+        let to_server = fwd == f.client_is_lo;
+        let dir = usize::from(!to_server);
+        if ts > f.last {
+            f.last = ts;
+        }
+        let had_reply = f.pkts[1] > 0;
+        f.pkts[dir] += 1;
+        f.bytes[dir] += u64::from(meta.wire_len);
+        f.flags[dir] |= flags;
+        let mut first_reply = false;
+        if !to_server && !had_reply {
+            first_reply = true;
+            if is_tcp && flags & tcp_flags::RST != 0 {
+                f.rejected = true;
+            } else {
+                f.answered = true;
+            }
+        }
+        let mut closed = false;
+        if is_tcp {
+            use TcpState::*;
+            let syn = flags & tcp_flags::SYN != 0;
+            let ack = flags & tcp_flags::ACK != 0;
+            f.tcp = match (f.tcp, to_server) {
+                _ if flags & tcp_flags::RST != 0 => {
+                    closed = true;
+                    Closed
+                }
+                (None, true) if syn && !ack => SynSent,
+                (None, false) if syn && ack => SynAckSeen,
+                (SynSent, false) if syn && ack => SynAckSeen,
+                (SynAckSeen, true) if ack && !syn => Established,
+                (Established, _) if flags & tcp_flags::FIN != 0 => Closing,
+                (Closing, _)
+                    if f.flags[0] & tcp_flags::FIN != 0 && f.flags[1] & tcp_flags::FIN != 0 =>
+                {
+                    closed = true;
+                    Closed
+                }
+                (s, _) => s,
+            };
+        }
+        let established = f.established(proto);
+        if closed {
+            self.table.set_class(slot, CLASS_CLOSED);
+        }
+        FlowUpdate {
+            slot,
+            new,
+            to_server,
+            first_reply,
+            established,
+        }
+    }
+
+    /// Marks the flow matching a packet quoted in an ICMP error as refused. Returns the slot.
+    pub fn mark_rejected(&mut self, quoted: &PacketMeta) -> Option<Slot> {
+        let (key, _) = FlowKey::of(quoted);
+        let slot = self.table.find(&key)?;
+        let f = self.table.get_mut(slot);
+        if f.answered || f.rejected {
+            return None;
+        }
+        f.rejected = true;
+        Some(slot)
+    }
+
+    /// Ends flows idle past their class timeout.
+    pub fn expire(&mut self, now: Micros, mut on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
+        let t = self.timeouts;
+        let mut n = 0;
+        for (class, timeout, reason) in [
+            (CLASS_TCP, t.tcp, "timeout"),
+            (CLASS_UDP, t.udp, "timeout"),
+            (CLASS_OTHER, t.other, "timeout"),
+            (CLASS_CLOSED, t.closed, "closed"),
+        ] {
+            n += self
+                .table
+                .expire_class(class, now - timeout, |k, f| on_end(k, f, reason));
+        }
+        self.expired += n as u64;
+    }
+
+    /// Ends every flow (shutdown).
+    pub fn drain(&mut self, mut on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
+        self.table.drain(|k, f| on_end(k, f, "shutdown"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8) -> PacketMeta {
+        PacketMeta {
+            l3: crate::decode::L3::Ipv4,
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            ip_proto: IPPROTO_TCP,
+            src_port: sp,
+            dst_port: dp,
+            wire_len: 60,
+            tcp: crate::decode::TcpInfo {
+                flags,
+                ..Default::default()
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    fn timeouts() -> FlowTimeouts {
+        FlowTimeouts {
+            tcp: 60_000_000,
+            udp: 30_000_000,
+            other: 30_000_000,
+            closed: 5_000_000,
+        }
+    }
+
+    #[test]
+    fn handshake_direction_and_establishment() {
+        use tcp_flags::*;
+        let mut ft = FlowTable::new(16, timeouts(), 1);
+        let c = [10, 0, 0, 2];
+        let s = [10, 0, 0, 1];
+        let u = ft.update(&tcp(c, 40000, s, 22, SYN), 1, |_, _, _| {});
+        assert!(u.new && u.to_server && !u.established);
+        let u = ft.update(&tcp(s, 22, c, 40000, SYN | ACK), 2, |_, _, _| {});
+        assert!(!u.new && !u.to_server && u.first_reply && !u.established);
+        let u = ft.update(&tcp(c, 40000, s, 22, ACK), 3, |_, _, _| {});
+        assert!(u.to_server && u.established);
+        let f = ft.table.get(u.slot);
+        assert_eq!(f.pkts, [2, 1]);
+        assert!(f.answered && !f.rejected);
+        let row = f.row(ft.table.key(u.slot).unwrap(), "timeout");
+        assert_eq!(row.src, IpAddr::V4(Ipv4Addr::from(c)));
+        assert_eq!(row.dst_port, 22);
+    }
+
+    #[test]
+    fn synack_first_makes_sender_the_server() {
+        use tcp_flags::*;
+        let mut ft = FlowTable::new(16, timeouts(), 1);
+        let u = ft.update(
+            &tcp([1, 1, 1, 1], 80, [2, 2, 2, 2], 5555, SYN | ACK),
+            1,
+            |_, _, _| {},
+        );
+        assert!(u.new && !u.to_server);
+        let row = ft.table.get(u.slot).row(ft.table.key(u.slot).unwrap(), "x");
+        assert_eq!(row.src, IpAddr::V4(Ipv4Addr::new(2, 2, 2, 2)));
+        assert_eq!(row.dst_port, 80);
+    }
+
+    #[test]
+    fn rst_reply_is_rejection_and_closes() {
+        use tcp_flags::*;
+        let mut ft = FlowTable::new(16, timeouts(), 1);
+        ft.update(
+            &tcp([1, 0, 0, 1], 1000, [1, 0, 0, 2], 23, SYN),
+            0,
+            |_, _, _| {},
+        );
+        let u = ft.update(
+            &tcp([1, 0, 0, 2], 23, [1, 0, 0, 1], 1000, RST | ACK),
+            1,
+            |_, _, _| {},
+        );
+        let f = ft.table.get(u.slot);
+        assert!(f.rejected && !f.answered && f.tcp == TcpState::Closed);
+        let mut ended = Vec::new();
+        ft.expire(10_000_000, |_, f, r| ended.push((f.id, r)));
+        assert_eq!(ended, vec![(1, "closed")]);
+    }
+
+    #[test]
+    fn full_table_evicts_and_counts() {
+        let mut ft = FlowTable::new(4, timeouts(), 1);
+        let mut ended = 0;
+        for p in 0..10u16 {
+            ft.update(
+                &tcp([1, 0, 0, 1], 1000 + p, [1, 0, 0, 2], 80, tcp_flags::SYN),
+                i64::from(p),
+                |_, _, r| {
+                    assert_eq!(r, "evicted");
+                    ended += 1;
+                },
+            );
+        }
+        assert_eq!(ended, 6);
+        assert_eq!(ft.evicted, 6);
+        assert_eq!(ft.len(), 4);
+    }
+}

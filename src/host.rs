@@ -1,0 +1,310 @@
+//! Hosts: per-address rings of ten 1-second buckets (what the host sent and received),
+//! distinct-count sketches, a long-run rate baseline, and the evidence gathered in the
+//! current second — the raw material of the feature schema and the verdicts.
+
+use crate::decode::Micros;
+use crate::flow::Addr16;
+use crate::table::{mix, LruTable, Slot, TableKey};
+
+/// Seconds in the sliding window (the ring length).
+pub const WINDOW_SECS: usize = 10;
+/// Bits per distinct-count sketch (linear counting).
+pub const SKETCH_BITS: usize = 256;
+const SKETCH_WORDS: usize = SKETCH_BITS / 64;
+
+impl TableKey for Addr16 {
+    #[inline]
+    fn hash_with(&self, seed: u64) -> u64 {
+        let a = u64::from_le_bytes([
+            self[0], self[1], self[2], self[3], self[4], self[5], self[6], self[7],
+        ]);
+        let b = u64::from_le_bytes([
+            self[8], self[9], self[10], self[11], self[12], self[13], self[14], self[15],
+        ]);
+        mix(a ^ seed, b)
+    }
+}
+
+/// A fixed 256-bit linear-counting sketch of distinct values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sketch(pub [u64; SKETCH_WORDS]);
+
+impl Sketch {
+    #[inline]
+    pub fn insert(&mut self, hash: u64) {
+        let bit = (hash >> 56) as usize % SKETCH_BITS;
+        self.0[bit / 64] |= 1 << (bit % 64);
+    }
+
+    pub fn union(&mut self, other: &Sketch) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a |= *b;
+        }
+    }
+
+    /// Linear-counting estimate: m·ln(m / zeros). With every bit set the estimate is capped
+    /// at the value for half a zero bit.
+    pub fn estimate(&self) -> f64 {
+        let ones: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        let m = SKETCH_BITS as f64;
+        let zeros = (m - f64::from(ones)).max(0.5);
+        m * (m / zeros).ln()
+    }
+}
+
+/// What one host did in one second. Counts both directions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bucket {
+    /// The second (Unix) this bucket holds; stale buckets are ignored.
+    pub sec: i64,
+    pub pkts_out: u32,
+    pub bytes_out: u64,
+    pub pkts_in: u32,
+    pub bytes_in: u64,
+    pub tcp_out: u32,
+    pub syn_out: u32,
+    pub tcp_in: u32,
+    pub syn_in: u32,
+    pub icmp_out: u32,
+    /// Flows this host initiated.
+    pub flows_init: u32,
+    /// First replies (non-RST) to flows this host initiated.
+    pub flows_answered: u32,
+    /// RST or ICMP-unreachable replies to flows this host initiated.
+    pub flows_rejected: u32,
+    pub dns_queries: u32,
+    pub dns_len_sum: u32,
+    pub dns_entropy_sum: f32,
+    pub dst_hosts: Sketch,
+    pub dst_ports: Sketch,
+    /// Space-saving top-2 of (service hash, flows opened) — service = destination address + port.
+    pub services: [(u32, u32); 2],
+}
+
+impl Bucket {
+    #[inline]
+    pub fn add_service(&mut self, svc: u32) {
+        for s in self.services.iter_mut() {
+            if s.0 == svc && s.1 > 0 {
+                s.1 += 1;
+                return;
+            }
+        }
+        // Replace the smaller entry (space-saving: the newcomer inherits its count + 1).
+        let i = usize::from(self.services[1].1 < self.services[0].1);
+        let inherited = self.services[i].1;
+        self.services[i] = (svc, inherited + 1);
+    }
+}
+
+/// Signature hits attributed to a host in the current second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigEvidence {
+    /// Up to 4 distinct rule indices (or built-in detector ids), in order of arrival.
+    pub rules: [u32; 4],
+    pub n_rules: u8,
+    pub hits: u32,
+    /// Best (lowest) priority seen; 0 = none.
+    pub best_priority: u8,
+}
+
+/// Evidence gathered for a host during the current second, consumed by correlation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evidence {
+    pub sig: SigEvidence,
+    /// Intel hit: list index + 1 (0 = none) and the listed peer or own address.
+    pub intel_list: u16,
+    pub intel_addr: Addr16,
+    pub intel_hits: u32,
+    /// ARP: this host's IP changed MAC (or a gratuitous-ARP burst claimed it).
+    pub arp_change: bool,
+    pub arp_old_mac: [u8; 6],
+    pub arp_new_mac: [u8; 6],
+}
+
+impl Evidence {
+    pub fn is_empty(&self) -> bool {
+        self.sig.hits == 0 && self.intel_hits == 0 && !self.arp_change
+    }
+
+    pub fn add_signature(&mut self, rule: u32, priority: u8) {
+        let s = &mut self.sig;
+        s.hits += 1;
+        if s.best_priority == 0 || (priority > 0 && priority < s.best_priority) {
+            s.best_priority = priority.max(1);
+        }
+        if !s.rules[..usize::from(s.n_rules)].contains(&rule)
+            && usize::from(s.n_rules) < s.rules.len()
+        {
+            s.rules[usize::from(s.n_rules)] = rule;
+            s.n_rules += 1;
+        }
+    }
+}
+
+/// Long-run packet-rate baseline (EWMA of packets per second, idle seconds included).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Baseline {
+    pub mean: f64,
+    pub var: f64,
+    /// Last second folded into the baseline.
+    pub sec: i64,
+    pub n: u32,
+}
+
+/// EWMA weight per second.
+pub const BASELINE_ALPHA: f64 = 0.05;
+
+impl Baseline {
+    /// z-score of `x` packets in second `sec` against the baseline, then folds `x` in.
+    /// Idle seconds since the last update count as zero-packet seconds.
+    pub fn observe(&mut self, sec: i64, x: f64) -> f64 {
+        if self.n == 0 {
+            self.mean = x;
+            self.var = 0.0;
+            self.sec = sec;
+            self.n = 1;
+            return 0.0;
+        }
+        let idle = (sec - self.sec - 1).clamp(0, 200);
+        for _ in 0..idle {
+            self.fold(0.0);
+        }
+        let z = (x - self.mean) / (self.var + 1.0).sqrt();
+        self.fold(x);
+        self.sec = sec;
+        self.n = self.n.saturating_add(1);
+        z
+    }
+
+    fn fold(&mut self, x: f64) {
+        let d = x - self.mean;
+        let incr = BASELINE_ALPHA * d;
+        self.mean += incr;
+        self.var = (1.0 - BASELINE_ALPHA) * (self.var + d * incr);
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Host {
+    pub buckets: [Bucket; WINDOW_SECS],
+    pub baseline: Baseline,
+    pub first_seen: Micros,
+    pub last_seen: Micros,
+    /// Second in which the host was last put on the active list.
+    pub active_sec: i64,
+    pub evidence: Evidence,
+    /// Latest verdict level (index into Level::ALL) and risk, for /api/hosts.
+    pub last_level: u8,
+    pub last_risk: u8,
+    pub max_level: u8,
+    pub windows: u64,
+    pub flagged_windows: u64,
+}
+
+impl Host {
+    /// The bucket of second `sec`, reset if it held an older second.
+    #[inline]
+    pub fn bucket(&mut self, sec: i64) -> &mut Bucket {
+        let i = sec.rem_euclid(WINDOW_SECS as i64) as usize;
+        let b = &mut self.buckets[i];
+        if b.sec != sec {
+            *b = Bucket {
+                sec,
+                ..Bucket::default()
+            };
+        }
+        b
+    }
+
+    /// Buckets within the window ending at `sec` (inclusive).
+    pub fn window(&self, sec: i64) -> impl Iterator<Item = &Bucket> {
+        self.buckets
+            .iter()
+            .filter(move |b| b.sec <= sec && b.sec > sec - WINDOW_SECS as i64 && b.sec != 0)
+    }
+}
+
+pub struct HostTable {
+    pub table: LruTable<Addr16, Host>,
+    pub idle_timeout: Micros,
+    pub evicted: u64,
+    pub expired: u64,
+    /// Hosts active in the current second, in order of first activity (deterministic).
+    pub active: Vec<Slot>,
+    /// `active` may be incomplete: an active host was evicted during the second.
+    pub active_overflow: u64,
+}
+
+impl HostTable {
+    pub fn new(capacity: usize, idle_timeout: Micros, seed: u64) -> Self {
+        HostTable {
+            table: LruTable::with_capacity(capacity, seed),
+            idle_timeout,
+            evicted: 0,
+            expired: 0,
+            active: Vec::with_capacity(capacity),
+            active_overflow: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Finds or creates the host, marks it active in `sec`, and returns its slot.
+    #[inline]
+    pub fn touch(&mut self, addr: Addr16, ts: Micros, sec: i64) -> Slot {
+        let mut evicted = false;
+        let mut evicted_active = false;
+        let (slot, _) = self.table.find_or_insert(
+            addr,
+            0,
+            ts,
+            |h| {
+                *h = Host {
+                    first_seen: ts,
+                    last_seen: ts,
+                    active_sec: i64::MIN,
+                    ..Host::default()
+                };
+            },
+            |_, h| {
+                evicted = true;
+                evicted_active = h.active_sec == sec;
+            },
+        );
+        if evicted {
+            self.evicted += 1;
+        }
+        if evicted_active {
+            // The evicted host's slot now holds the new one; drop the stale active entry.
+            if let Some(pos) = self.active.iter().position(|&s| s == slot) {
+                self.active.remove(pos);
+            }
+            self.active_overflow += 1;
+        }
+        self.table.touch(slot, ts);
+        let h = self.table.get_mut(slot);
+        h.last_seen = ts.max(h.last_seen);
+        if h.active_sec != sec {
+            h.active_sec = sec;
+            if self.active.len() < self.active.capacity() {
+                self.active.push(slot);
+            }
+        }
+        slot
+    }
+
+    pub fn expire(&mut self, now: Micros) -> usize {
+        let n = self
+            .table
+            .expire_class(0, now - self.idle_timeout, |_, _| {});
+        self.expired += n as u64;
+        n
+    }
+}

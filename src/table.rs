@@ -1,0 +1,436 @@
+//! Fixed-capacity hash table with per-class LRU lists: the storage behind the flow, host
+//! and ARP tables.
+//!
+//! Everything is allocated once in `with_capacity`; inserting into a full table evicts the
+//! least recently seen entry (the oldest tail among the classes) and hands it to the caller,
+//! as Suricata's emergency mode and smoltcp's neighbor cache do. Each class (e.g. TCP, UDP,
+//! other) has its own recency list so per-class idle timeouts expire in O(expired).
+//! Lookups use linear probing over an index twice the capacity, with backward-shift
+//! deletion (no tombstones), and a hash seeded once per process.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+const NIL: u32 = u32::MAX;
+/// Number of recency classes a table can have.
+pub const MAX_CLASSES: usize = 4;
+
+/// A key that hashes itself cheaply with a seed.
+pub trait TableKey: Copy + Eq {
+    fn hash_with(&self, seed: u64) -> u64;
+}
+
+/// Mixes 64-bit words (a wyhash-style multiply-fold); good spread, a few ns per key.
+#[inline]
+pub fn mix(a: u64, b: u64) -> u64 {
+    let r =
+        u128::from(a ^ 0xa076_1d64_78bd_642f).wrapping_mul(u128::from(b ^ 0xe703_7ed1_a0b4_28db));
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// A process-wide random seed so remote senders cannot aim at hash collisions.
+pub fn random_seed() -> u64 {
+    RandomState::new().hash_one(0x5eed_u64)
+}
+
+pub struct LruTable<K: TableKey, V> {
+    keys: Box<[Option<K>]>,
+    vals: Box<[V]>,
+    hashes: Box<[u64]>,
+    last_seen: Box<[i64]>,
+    class: Box<[u8]>,
+    prev: Box<[u32]>,
+    next: Box<[u32]>,
+    head: [u32; MAX_CLASSES],
+    tail: [u32; MAX_CLASSES],
+    free: u32,
+    index: Box<[u32]>,
+    mask: usize,
+    len: usize,
+    seed: u64,
+}
+
+/// Slot id of an entry; stable while the entry lives.
+pub type Slot = u32;
+
+impl<K: TableKey, V: Default> LruTable<K, V> {
+    /// Allocates a table for `capacity` entries (at least 1). Values start as `V::default()`.
+    pub fn with_capacity(capacity: usize, seed: u64) -> Self {
+        let capacity = capacity.clamp(1, (u32::MAX / 4) as usize);
+        let index_len = (capacity * 2).next_power_of_two();
+        let mut next = vec![NIL; capacity].into_boxed_slice();
+        for (i, n) in next.iter_mut().enumerate() {
+            *n = if i + 1 < capacity {
+                (i + 1) as u32
+            } else {
+                NIL
+            };
+        }
+        LruTable {
+            keys: (0..capacity).map(|_| None).collect(),
+            vals: (0..capacity).map(|_| V::default()).collect(),
+            hashes: vec![0; capacity].into_boxed_slice(),
+            last_seen: vec![0; capacity].into_boxed_slice(),
+            class: vec![0; capacity].into_boxed_slice(),
+            prev: vec![NIL; capacity].into_boxed_slice(),
+            next,
+            head: [NIL; MAX_CLASSES],
+            tail: [NIL; MAX_CLASSES],
+            free: 0,
+            index: vec![NIL; index_len].into_boxed_slice(),
+            mask: index_len - 1,
+            len: 0,
+            seed,
+        }
+    }
+}
+
+impl<K: TableKey, V> LruTable<K, V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.keys.len()
+    }
+
+    #[inline]
+    fn ideal(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask
+    }
+
+    /// Finds the slot of `key`.
+    #[inline]
+    pub fn find(&self, key: &K) -> Option<Slot> {
+        let h = key.hash_with(self.seed);
+        self.find_hashed(key, h).map(|(_, s)| s)
+    }
+
+    #[inline]
+    fn find_hashed(&self, key: &K, h: u64) -> Option<(usize, Slot)> {
+        let mut i = self.ideal(h);
+        loop {
+            let s = self.index[i];
+            if s == NIL {
+                return None;
+            }
+            let su = s as usize;
+            if self.hashes[su] == h && self.keys[su].as_ref() == Some(key) {
+                return Some((i, s));
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    pub fn key(&self, slot: Slot) -> Option<&K> {
+        self.keys.get(slot as usize).and_then(|k| k.as_ref())
+    }
+
+    #[inline]
+    pub fn get(&self, slot: Slot) -> &V {
+        &self.vals[slot as usize]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, slot: Slot) -> &mut V {
+        &mut self.vals[slot as usize]
+    }
+
+    pub fn last_seen(&self, slot: Slot) -> i64 {
+        self.last_seen[slot as usize]
+    }
+
+    fn unlink(&mut self, s: Slot) {
+        let su = s as usize;
+        let c = self.class[su] as usize;
+        let (p, n) = (self.prev[su], self.next[su]);
+        if p == NIL {
+            self.head[c] = n;
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n == NIL {
+            self.tail[c] = p;
+        } else {
+            self.prev[n as usize] = p;
+        }
+        self.prev[su] = NIL;
+        self.next[su] = NIL;
+    }
+
+    fn push_front(&mut self, s: Slot, class: u8) {
+        let su = s as usize;
+        let c = class as usize;
+        self.class[su] = class;
+        self.prev[su] = NIL;
+        self.next[su] = self.head[c];
+        if self.head[c] != NIL {
+            self.prev[self.head[c] as usize] = s;
+        } else {
+            self.tail[c] = s;
+        }
+        self.head[c] = s;
+    }
+
+    /// Marks an entry as seen at `now`, moving it to the front of its recency list. Time
+    /// never moves an entry backwards.
+    #[inline]
+    pub fn touch(&mut self, slot: Slot, now: i64) {
+        let su = slot as usize;
+        if now > self.last_seen[su] {
+            self.last_seen[su] = now;
+        }
+        if self.head[self.class[su] as usize] != slot {
+            let c = self.class[su];
+            self.unlink(slot);
+            self.push_front(slot, c);
+        }
+    }
+
+    /// Moves an entry to another recency class (e.g. a TCP flow that closed).
+    pub fn set_class(&mut self, slot: Slot, class: u8) {
+        let class = class.min(MAX_CLASSES as u8 - 1);
+        if self.class[slot as usize] != class {
+            self.unlink(slot);
+            self.push_front(slot, class);
+        }
+    }
+
+    /// The least recently seen entry over all classes.
+    fn oldest(&self) -> Option<Slot> {
+        let mut best: Option<Slot> = None;
+        for &t in &self.tail {
+            if t != NIL
+                && best.is_none_or(|b| self.last_seen[t as usize] < self.last_seen[b as usize])
+            {
+                best = Some(t);
+            }
+        }
+        best
+    }
+
+    fn remove_index_at(&mut self, mut i: usize) {
+        // Backward-shift deletion keeps probe sequences intact without tombstones.
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.index[j];
+            if s == NIL {
+                break;
+            }
+            let k = self.ideal(self.hashes[s as usize]);
+            // Move s back to i if its ideal position k is not cyclically in (i, j].
+            let in_range = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !in_range {
+                self.index[i] = s;
+                i = j;
+            }
+        }
+        self.index[i] = NIL;
+    }
+
+    /// Removes an entry, handing its key and value to `f` before the slot is reused.
+    pub fn remove_with(&mut self, slot: Slot, f: impl FnOnce(&K, &mut V)) {
+        let su = slot as usize;
+        let Some(key) = self.keys[su] else { return };
+        let h = self.hashes[su];
+        if let Some((i, _)) = self.find_hashed(&key, h) {
+            self.remove_index_at(i);
+        }
+        f(&key, &mut self.vals[su]);
+        self.unlink(slot);
+        self.keys[su] = None;
+        self.next[su] = self.free;
+        self.free = slot;
+        self.len -= 1;
+    }
+
+    /// Finds `key` or inserts it (class `class`, last seen `now`), evicting the least recently
+    /// seen entry when full; `on_evict` sees the evicted key and value first. A new entry's
+    /// value is reset with `init`. Returns the slot and whether it was inserted.
+    #[inline]
+    pub fn find_or_insert(
+        &mut self,
+        key: K,
+        class: u8,
+        now: i64,
+        init: impl FnOnce(&mut V),
+        on_evict: impl FnOnce(&K, &mut V),
+    ) -> (Slot, bool) {
+        let h = key.hash_with(self.seed);
+        if let Some((_, s)) = self.find_hashed(&key, h) {
+            return (s, false);
+        }
+        if self.free == NIL {
+            if let Some(victim) = self.oldest() {
+                self.remove_with(victim, on_evict);
+            }
+        }
+        let s = self.free;
+        let su = s as usize;
+        self.free = self.next[su];
+        self.keys[su] = Some(key);
+        self.hashes[su] = h;
+        self.last_seen[su] = now;
+        init(&mut self.vals[su]);
+        self.push_front(s, class.min(MAX_CLASSES as u8 - 1));
+        let mut i = self.ideal(h);
+        while self.index[i] != NIL {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i] = s;
+        self.len += 1;
+        (s, true)
+    }
+
+    /// Removes every entry of class `class` last seen at or before `cutoff`, oldest first,
+    /// handing each to `f`. Returns how many were removed.
+    pub fn expire_class(&mut self, class: u8, cutoff: i64, mut f: impl FnMut(&K, &mut V)) -> usize {
+        let c = class as usize;
+        let mut n = 0;
+        while c < MAX_CLASSES
+            && self.tail[c] != NIL
+            && self.last_seen[self.tail[c] as usize] <= cutoff
+        {
+            let t = self.tail[c];
+            self.remove_with(t, &mut f);
+            n += 1;
+        }
+        n
+    }
+
+    /// Visits every live entry (no particular order).
+    pub fn for_each(&self, mut f: impl FnMut(Slot, &K, &V)) {
+        for (i, k) in self.keys.iter().enumerate() {
+            if let Some(k) = k {
+                f(i as Slot, k, &self.vals[i]);
+            }
+        }
+    }
+
+    /// Removes every entry, handing each to `f` (used at shutdown).
+    pub fn drain(&mut self, mut f: impl FnMut(&K, &mut V)) {
+        for c in 0..MAX_CLASSES {
+            while self.tail[c] != NIL {
+                let t = self.tail[c];
+                self.remove_with(t, &mut f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl TableKey for u32 {
+        fn hash_with(&self, seed: u64) -> u64 {
+            mix(u64::from(*self), seed)
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    struct Bad(u32);
+    impl TableKey for Bad {
+        fn hash_with(&self, _seed: u64) -> u64 {
+            u64::from(self.0 % 3) // collide on purpose
+        }
+    }
+
+    #[test]
+    fn insert_find_evict_oldest() {
+        let mut t: LruTable<u32, u64> = LruTable::with_capacity(4, 1);
+        for k in 0..4u32 {
+            let (s, new) =
+                t.find_or_insert(k, 0, i64::from(k), |v| *v = u64::from(k) * 10, |_, _| {});
+            assert!(new);
+            assert_eq!(*t.get(s), u64::from(k) * 10);
+        }
+        // Touch key 0 so key 1 becomes the oldest.
+        let s0 = t.find(&0).unwrap();
+        t.touch(s0, 10);
+        let mut evicted = None;
+        let (_, new) = t.find_or_insert(99, 0, 11, |v| *v = 990, |k, v| evicted = Some((*k, *v)));
+        assert!(new);
+        assert_eq!(evicted, Some((1, 10)));
+        assert_eq!(t.len(), 4);
+        assert!(t.find(&1).is_none());
+        for k in [0u32, 2, 3, 99] {
+            assert!(t.find(&k).is_some(), "key {k}");
+        }
+    }
+
+    #[test]
+    fn collisions_and_removal_keep_probes_intact() {
+        let mut t: LruTable<Bad, u32> = LruTable::with_capacity(64, 1);
+        for k in 0..60u32 {
+            t.find_or_insert(Bad(k), 0, 0, |v| *v = k, |_, _| {});
+        }
+        for k in (0..60u32).step_by(2) {
+            let s = t.find(&Bad(k)).unwrap();
+            t.remove_with(s, |_, _| {});
+        }
+        for k in 0..60u32 {
+            assert_eq!(t.find(&Bad(k)).is_some(), k % 2 == 1, "key {k}");
+            if let Some(s) = t.find(&Bad(k)) {
+                assert_eq!(*t.get(s), k);
+            }
+        }
+        assert_eq!(t.len(), 30);
+    }
+
+    #[test]
+    fn expire_per_class() {
+        let mut t: LruTable<u32, u32> = LruTable::with_capacity(16, 7);
+        for k in 0..8u32 {
+            t.find_or_insert(k, (k % 2) as u8, i64::from(k), |_| {}, |_, _| {});
+        }
+        let mut gone = Vec::new();
+        let n = t.expire_class(0, 4, |k, _| gone.push(*k));
+        assert_eq!(n, 3);
+        assert_eq!(gone, vec![0, 2, 4]);
+        assert_eq!(t.len(), 5);
+        let mut rest = Vec::new();
+        t.drain(|k, _| rest.push(*k));
+        rest.sort_unstable();
+        assert_eq!(rest, vec![1, 3, 5, 6, 7]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn random_ops_match_a_model() {
+        use std::collections::HashMap;
+        let mut t: LruTable<u32, u32> = LruTable::with_capacity(1000, 3);
+        let mut model: HashMap<u32, u32> = HashMap::new();
+        let mut x: u64 = 0x1234_5678;
+        for step in 0..50_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % 800) as u32;
+            if x % 5 == 0 {
+                if let Some(s) = t.find(&k) {
+                    t.remove_with(s, |_, _| {});
+                }
+                model.remove(&k);
+            } else {
+                let (s, _) = t.find_or_insert(k, 0, step, |v| *v = k + 1, |_, _| {});
+                t.touch(s, step);
+                model.insert(k, k + 1);
+            }
+        }
+        assert_eq!(t.len(), model.len());
+        for (k, v) in &model {
+            let s = t.find(k).unwrap();
+            assert_eq!(t.get(s), v);
+        }
+    }
+}
