@@ -1042,3 +1042,47 @@ fn live_loopback_sees_a_udp_datagram_when_root() {
     }
     assert!(src.stats().frames >= 1);
 }
+
+#[test]
+fn pcapng_packet_options_longer_than_the_spare_room_are_streamed_past() {
+    for be in [false, true] {
+        let mut b = Builder::new(be);
+        b.shb();
+        b.idb(1, 0, None, None);
+        let d = payload(5, 1514);
+        let comment = vec![b'x'; 20_000];
+        let body = b.body(|b| {
+            b.u32(0);
+            b.u32(0);
+            b.u32(77);
+            b.u32(d.len() as u32);
+            b.u32(d.len() as u32);
+            b.out.extend_from_slice(&d);
+            while b.out.len() % 4 != 0 {
+                b.out.push(0);
+            }
+            b.u16(1);
+            b.u16(comment.len() as u16);
+            b.out.extend_from_slice(&comment);
+            b.u16(0);
+            b.u16(0);
+        });
+        b.block(6, &body, true);
+        b.epb(0, 78, &d[..60], 60, false);
+        let f = TempFile::with("long-options.pcapng", &b.out);
+        expect_frames(
+            f.path(),
+            &[
+                got(77, LinkType::Ethernet, &d, 1514),
+                got(78, LinkType::Ethernet, &d[..60], 60),
+            ],
+        );
+        // Cut inside the long options: the block is reported as truncated.
+        let cut = TempFile::with("long-options-cut.pcapng", &b.out[..b.records[2].0 + 10_000]);
+        let (frames, end) = read_all(cut.path());
+        assert!(frames.is_empty());
+        assert!(
+            matches!(end, Err(CaptureError::Truncated { offset, .. }) if offset == b.records[2].0 as u64)
+        );
+    }
+}

@@ -7,6 +7,8 @@
 //!   `SourceStats::kernel_drops` stays 0;
 //! - frames longer than the read buffer are cut to it without notice (no MSG_TRUNC), so
 //!   `wire_len` is the captured length; the default buffer holds a 64 KiB GSO frame;
+//! - no PACKET_AUXDATA either: where the NIC strips 802.1Q tags (VLAN offload), frames
+//!   arrive untagged;
 //! - a receive error other than a timeout or an interrupted call (e.g. the interface went
 //!   away) ends the capture with `CaptureError::Live`; the service manager restarts us.
 

@@ -741,7 +741,11 @@ fn read_epb(
         check_trailer(input, all, rest - 4, be, len, start)?;
     } else {
         // Options longer than the spare room: stream past them.
-        input.read_rest(&mut buf[..padded], start)?;
+        // `padded` ≤ MAX_RECORD (checked above) fits the buffer.
+        let data = buf
+            .get_mut(..padded)
+            .ok_or_else(|| input.malformed(start, "packet does not fit the record buffer"))?;
+        input.read_rest(data, start)?;
         input.skip((rest - padded - 4) as u64, start)?;
         let mut trailer = [0u8; 4];
         input.read_rest(&mut trailer, start)?;
