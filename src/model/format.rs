@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::score::{Forest, Node, LEAF};
+use super::score::{f32_at_or_below, Forest, Node, LEAF};
 use super::{
     average_path_length, Calibration, FeatureStats, Model, ModelError, ScoreQuantiles, TrainedInfo,
     FORMAT,
@@ -275,7 +275,9 @@ impl Model {
         for t in 0..f.n_trees() {
             let range = f.tree_range(t);
             let base = range.start as i64;
-            let nodes = &f.nodes[range];
+            let nodes = &f.nodes[range.clone()];
+            let values = &f.value[range.clone()];
+            let counts = &f.n_samples[range];
             let is_leaf = |n: &Node| n.feature == LEAF;
             s.push_str("    {\n      \"feature\": ");
             push_i64_array(
@@ -289,7 +291,8 @@ impl Model {
                 &mut s,
                 nodes
                     .iter()
-                    .map(|n| if is_leaf(n) { LEAF_THRESHOLD } else { n.value }),
+                    .zip(values)
+                    .map(|(n, &v)| if is_leaf(n) { LEAF_THRESHOLD } else { v }),
             );
             s.push_str(",\n      \"left\": ");
             push_i64_array(
@@ -314,7 +317,7 @@ impl Model {
                 }),
             );
             s.push_str(",\n      \"n_samples\": ");
-            push_i64_array(&mut s, nodes.iter().map(|n| i64::from(n.n_samples)));
+            push_i64_array(&mut s, counts.iter().map(|&n| i64::from(n)));
             s.push_str(if t + 1 < f.n_trees() {
                 "\n    },\n"
             } else {
@@ -398,44 +401,36 @@ pub(crate) fn compile_forest(
             max: LEAF as usize - 1,
         });
     }
-    let mut nodes = Vec::with_capacity(total);
-    let mut roots = Vec::with_capacity(trees.len());
+    let mut forest = Forest {
+        nodes: Vec::with_capacity(total),
+        value: Vec::with_capacity(total),
+        n_samples: Vec::with_capacity(total),
+        roots: Vec::with_capacity(trees.len()),
+        max_samples,
+        c_psi: average_path_length(max_samples as u64),
+    };
     // Scratch reused across trees.
     let mut depth: Vec<u32> = Vec::new();
     let mut stack: Vec<usize> = Vec::new();
     for (t, tree) in trees.iter().enumerate() {
-        let base = nodes.len();
-        roots.push(base as u32);
-        compile_tree(
-            tree,
-            t,
-            max_samples,
-            origin,
-            base,
-            &mut nodes,
-            &mut depth,
-            &mut stack,
-        )?;
+        let base = forest.nodes.len();
+        forest.roots.push(base as u32);
+        compile_tree(tree, t, origin, &mut forest, &mut depth, &mut stack)?;
     }
-    Ok(Forest {
-        nodes,
-        roots,
-        max_samples,
-        c_psi: average_path_length(max_samples as u64),
-    })
+    Ok(forest)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Validates tree `t` and appends it to `forest`.
 fn compile_tree(
     tree: &RawTree,
     t: usize,
-    max_samples: usize,
     origin: &str,
-    base: usize,
-    nodes: &mut Vec<Node>,
+    forest: &mut Forest,
     depth: &mut Vec<u32>,
     stack: &mut Vec<usize>,
 ) -> Result<(), ModelError> {
+    let max_samples = forest.max_samples;
+    let base = forest.nodes.len();
     let n = tree.feature.len();
     let lengths: [(&'static str, usize); 4] = [
         ("threshold", tree.threshold.len()),
@@ -590,25 +585,26 @@ fn compile_tree(
 
     for (i, &d) in depth.iter().enumerate() {
         // n_samples ≤ root's ψ ≤ u32::MAX by the checks above.
-        let n_samples = tree.n_samples[i] as u32;
-        let node = if tree.left[i] == -1 {
-            Node {
-                value: f64::from(d) + average_path_length(tree.n_samples[i]),
+        forest.n_samples.push(tree.n_samples[i] as u32);
+        if tree.left[i] == -1 {
+            forest.nodes.push(Node {
+                threshold32: 0.0,
+                feature: LEAF,
                 left: 0,
                 right: 0,
-                feature: LEAF,
-                n_samples,
-            }
+            });
+            forest
+                .value
+                .push(f64::from(d) + average_path_length(tree.n_samples[i]));
         } else {
-            Node {
-                value: tree.threshold[i],
+            forest.nodes.push(Node {
+                threshold32: f32_at_or_below(tree.threshold[i]),
+                feature: tree.feature[i] as u32,
                 left: (base + tree.left[i] as usize) as u32,
                 right: (base + tree.right[i] as usize) as u32,
-                feature: tree.feature[i] as u32,
-                n_samples,
-            }
-        };
-        nodes.push(node);
+            });
+            forest.value.push(tree.threshold[i]);
+        }
     }
     Ok(())
 }

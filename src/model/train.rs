@@ -350,10 +350,11 @@ mod tests {
         let f = &model.forest;
         assert_eq!(f.n_trees(), 10);
         for t in 0..f.n_trees() {
-            let root = f.nodes[f.tree_range(t).start];
-            assert_eq!(root.n_samples, 100);
+            let range = f.tree_range(t);
+            assert_eq!(f.n_samples[range.start], 100);
             // ceil(log2 100) = 7: a leaf's value is depth + c(n), depth ≤ 7.
-            for node in &f.nodes[f.tree_range(t)] {
+            for i in range {
+                let node = f.nodes[i];
                 if node.feature != super::super::score::LEAF {
                     assert!(
                         node.feature == 0 || node.feature == 3,
@@ -361,7 +362,7 @@ mod tests {
                     );
                 } else {
                     let depth =
-                        node.value - super::super::average_path_length(node.n_samples.into());
+                        f.value[i] - super::super::average_path_length(f.n_samples[i].into());
                     assert!(depth <= 7.0 + 1e-9, "depth {depth}");
                 }
             }
