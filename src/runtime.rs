@@ -464,12 +464,7 @@ impl Pipeline {
             let next = src.next_frame();
             let next = match next {
                 Ok(x) => x,
-                Err(e) => {
-                    // What was read before stays: flush it, then report the error.
-                    self.engine.finish_second();
-                    self.outputs.flush(&mut self.engine);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             };
             match next {
                 Next::Frame(f) => {
@@ -564,9 +559,16 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
     };
     let t = Instant::now();
     for path in &plan.pcaps {
-        let mut src = capture::open_file(path)?;
         let before = p.engine.stats.frames;
-        let finished = p.run_source(src.as_mut())?;
+        let result = capture::open_file(path).map_err(RunError::from).and_then(|mut src| p.run_source(src.as_mut()));
+        let finished = match result {
+            Ok(f) => f,
+            Err(e) => {
+                // Keep everything read before the bad record: finish and store it, then fail.
+                p.finish();
+                return Err(e);
+            }
+        };
         info!(
             "{}: {} frames",
             path.display(),
