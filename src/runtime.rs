@@ -560,7 +560,9 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
     let t = Instant::now();
     for path in &plan.pcaps {
         let before = p.engine.stats.frames;
-        let result = capture::open_file(path).map_err(RunError::from).and_then(|mut src| p.run_source(src.as_mut()));
+        let result = capture::open_file(path)
+            .map_err(RunError::from)
+            .and_then(|mut src| p.run_source(src.as_mut()));
         let finished = match result {
             Ok(f) => f,
             Err(e) => {
