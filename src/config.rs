@@ -189,6 +189,9 @@ pub struct VerdictConfig {
     pub range_breach: u32,
     /// Range guard: a feature breaches when above training max × this factor.
     pub range_factor: f64,
+    /// Range guard on log-scaled counts and rates: also at least this much above the
+    /// training maximum, in raw units (packets/s, flows, hosts, ports).
+    pub range_floor: f64,
     pub signature_p1: u32,
     pub signature_p2: u32,
     pub signature_p3: u32,
@@ -210,6 +213,7 @@ impl Default for VerdictConfig {
             anomaly_extreme: 50,
             range_breach: 50,
             range_factor: 2.0,
+            range_floor: 25.0,
             signature_p1: 50,
             signature_p2: 35,
             signature_p3: 25,
@@ -393,6 +397,12 @@ impl Config {
             return Err(self.invalid(
                 "verdict.range_factor",
                 format!("{} must be a number >= 1.0", v.range_factor),
+            ));
+        }
+        if !(v.range_floor.is_finite() && v.range_floor >= 0.0) {
+            return Err(self.invalid(
+                "verdict.range_floor",
+                format!("{} must be a number >= 0", v.range_floor),
             ));
         }
         let l = &self.learning;

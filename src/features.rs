@@ -29,6 +29,12 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "pkt_rate_z",
 ];
 
+/// Features that are `ln(1 + count or rate)`: the range guard compares them in raw units.
+pub const LOG_SCALED: [bool; N_FEATURES] = [
+    true, false, true, true, true, false, false, false, true, true, false, false, false, false,
+    false,
+];
+
 /// One host-window's feature vector.
 pub type FeatureVector = [f32; N_FEATURES];
 
