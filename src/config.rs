@@ -166,7 +166,10 @@ pub struct DetectionConfig {
 impl Default for DetectionConfig {
     fn default() -> Self {
         DetectionConfig {
-            rules: vec![PathBuf::from("rules/phantomnet.rules")],
+            rules: vec![
+                PathBuf::from("rules/phantomnet.rules"),
+                PathBuf::from("rules/phantomnet-threats.rules"),
+            ],
             intel: vec![],
             model: PathBuf::from("models/default.json"),
             arp_watch: true,
@@ -186,6 +189,8 @@ pub struct VerdictConfig {
     pub anomaly_rare: u32,
     pub anomaly_very_rare: u32,
     pub anomaly_extreme: u32,
+    /// "Extreme" means a score at least this far above the highest training score.
+    pub extreme_margin: f64,
     pub range_breach: u32,
     /// Range guard: a feature breaches when above training max × this factor.
     pub range_factor: f64,
@@ -211,6 +216,7 @@ impl Default for VerdictConfig {
             anomaly_rare: 20,
             anomaly_very_rare: 30,
             anomaly_extreme: 50,
+            extreme_margin: 0.05,
             range_breach: 50,
             range_factor: 2.0,
             range_floor: 25.0,
@@ -397,6 +403,12 @@ impl Config {
             return Err(self.invalid(
                 "verdict.range_factor",
                 format!("{} must be a number >= 1.0", v.range_factor),
+            ));
+        }
+        if !(v.extreme_margin.is_finite() && (0.0..=1.0).contains(&v.extreme_margin)) {
+            return Err(self.invalid(
+                "verdict.extreme_margin",
+                format!("{} must be a number in 0 ..= 1", v.extreme_margin),
             ));
         }
         if !(v.range_floor.is_finite() && v.range_floor >= 0.0) {

@@ -1000,10 +1000,11 @@ pub fn describe_feature(f: u8, v: f32) -> String {
 pub fn evaluate(m: &Model, fv: &FeatureVector, cfg: &VerdictConfig) -> AnomalyEvidence {
     let score = m.score(fv);
     let q = m.calibration().score;
-    let (level, lo, hi) = if score > q.max {
-        (AnomalyLevel::Extreme, q.max, 1.0)
+    let extreme = q.max + cfg.extreme_margin;
+    let (level, lo, hi) = if score >= extreme {
+        (AnomalyLevel::Extreme, extreme, 1.0)
     } else if score >= q.p99_9 {
-        (AnomalyLevel::VeryRare, q.p99_9, q.max)
+        (AnomalyLevel::VeryRare, q.p99_9, extreme)
     } else if score >= q.p99 {
         (AnomalyLevel::Rare, q.p99, q.p99_9)
     } else {
@@ -1045,16 +1046,18 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, cfg: &VerdictConfig) -> AnomalyEv
     // Range guard: the forest cannot split beyond its training range, so values far above
     // the training maximum are evidence of their own. Log-scaled counts and rates compare in
     // raw units (factor × the training maximum, and at least `range_floor` more); other
-    // features in units of their training range.
+    // unbounded features in units of their training range; shares in [0, 1] never breach.
     let mut excess = [0f64; N_FEATURES];
     m.range_excess(fv, &mut excess);
     let max = m.calibration().features.max;
     for f in 0..N_FEATURES {
-        let breach = if features::LOG_SCALED[f] {
-            let (raw, raw_max) = (f64::from(fv[f]).exp_m1(), max[f].exp_m1().max(0.0));
-            raw > cfg.range_factor * raw_max && raw - raw_max >= cfg.range_floor
-        } else {
-            excess[f] > cfg.range_factor - 1.0
+        let breach = match features::GUARD[f] {
+            features::Guard::LogCount => {
+                let (raw, raw_max) = (f64::from(fv[f]).exp_m1(), max[f].exp_m1().max(0.0));
+                raw > cfg.range_factor * raw_max && raw - raw_max >= cfg.range_floor
+            }
+            features::Guard::Linear => excess[f] > cfg.range_factor - 1.0,
+            features::Guard::Ratio => false,
         };
         if breach && usize::from(ev.n_breaches) < ev.breaches.len() {
             ev.breaches[usize::from(ev.n_breaches)] = RangeBreach {
