@@ -260,6 +260,11 @@ impl Engine {
         &self.opts
     }
 
+    /// Turns feature-sample collection (learning mode) on or off.
+    pub fn set_collect_samples(&mut self, on: bool) {
+        self.opts.collect_samples = on;
+    }
+
     /// Link type of the frames given to `process`.
     pub fn set_link(&mut self, link: LinkType) {
         self.link = link;

@@ -422,6 +422,169 @@ pub struct RunInfo {
     pub intel_entries: usize,
     pub capture_done: bool,
     pub kernel_drops: u64,
+    /// Learning-mode progress (None when learning is off).
+    pub learning: Option<LearningStatus>,
+}
+
+/// Learning mode as /api/status shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LearningStatus {
+    /// "learning", "done" or "failed".
+    pub state: String,
+    /// Packet time learning started (Unix s).
+    pub started: f64,
+    /// Seconds to learn.
+    pub duration: u64,
+    /// Seconds learned so far.
+    pub elapsed: f64,
+    /// Share done, 0..1.
+    pub progress: f64,
+    /// Where the learned model is written.
+    pub model: String,
+    pub message: String,
+}
+
+/// Where learning mode writes its model: next to the configured one.
+pub fn learned_model_path(cfg: &Config) -> PathBuf {
+    let base = if cfg.detection.model.as_os_str().is_empty() {
+        cfg.output
+            .db
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    } else {
+        cfg.detection
+            .model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    base.join("learned.json")
+}
+
+/// Starts or resumes learning mode from what the database remembers (meta keys
+/// `learning_state`, `learning_started`); a finished run loads the learned model.
+pub fn start_learning(p: &mut Pipeline) {
+    if !p.cfg.learning.enabled {
+        return;
+    }
+    let Some(store) = &mut p.outputs.store else {
+        warn!("learning mode needs a database; learning is off");
+        return;
+    };
+    let path = learned_model_path(&p.cfg);
+    let state = store.get_meta("learning_state").ok().flatten();
+    let started = store
+        .get_meta("learning_started")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<f64>().ok());
+    let mut status = LearningStatus {
+        state: "learning".into(),
+        started: started.unwrap_or(0.0),
+        duration: p.cfg.learning.duration,
+        elapsed: 0.0,
+        progress: 0.0,
+        model: path.display().to_string(),
+        message: String::new(),
+    };
+    if state.as_deref() == Some("done") {
+        match Model::load(&path) {
+            Ok(m) => {
+                info!(
+                    "learning: already done; using the learned model {}",
+                    path.display()
+                );
+                p.engine.model = Some(m);
+                status.state = "done".into();
+                status.progress = 1.0;
+                p.info.learning = Some(status);
+                return;
+            }
+            Err(e) => warn!("learning: the learned model cannot be loaded ({e}); learning again"),
+        }
+    }
+    if started.is_some() && state.as_deref() == Some("learning") {
+        info!("learning: resuming (started at {})", status.started);
+    } else {
+        status.started = 0.0;
+    }
+    p.engine.set_collect_samples(true);
+    p.info.learning = Some(status);
+}
+
+/// On ticks: records learning progress and, once the period is over, trains on the stored
+/// samples, writes the model atomically, switches to it and records that in `meta`.
+fn advance_learning(p: &mut Pipeline) {
+    let Some(status) = &mut p.info.learning else {
+        return;
+    };
+    if status.state != "learning" {
+        return;
+    }
+    let Some(store) = &mut p.outputs.store else {
+        return;
+    };
+    let now = p.engine.now() as f64 / 1e6;
+    if p.engine.now() == i64::MIN {
+        return;
+    }
+    if status.started == 0.0 {
+        // Learning starts with the first frame seen.
+        status.started = p.engine.stats.first_ts as f64 / 1e6;
+        let _ = store.set_meta("learning_state", "learning");
+        let _ = store.set_meta("learning_started", &format!("{:.6}", status.started));
+    }
+    status.elapsed = (now - status.started).max(0.0);
+    status.progress = (status.elapsed / status.duration.max(1) as f64).min(1.0);
+    if status.elapsed < status.duration as f64 {
+        return;
+    }
+    let samples = match store.feature_samples(status.started, u32::MAX) {
+        Ok(s) => s,
+        Err(e) => {
+            status.message = format!("cannot read samples: {e}");
+            return;
+        }
+    };
+    let vectors: Vec<_> = samples.iter().map(|s| s.features).collect();
+    let l = &p.cfg.learning;
+    let params = crate::model::TrainParams {
+        n_trees: l.trees,
+        max_samples: l.samples,
+        seed: l.seed,
+    };
+    let path = PathBuf::from(&status.model);
+    let result = crate::model::train(
+        &vectors,
+        &params,
+        &["live learning".to_string()],
+        training_time(),
+    )
+    .and_then(|m| m.save(&path).map(|()| m));
+    match result {
+        Ok(m) => {
+            info!(
+                "learning: trained on {} samples; switched to {}",
+                vectors.len(),
+                path.display()
+            );
+            p.engine.model = Some(m);
+            p.engine.set_collect_samples(false);
+            let _ = store.set_meta("learning_state", "done");
+            let _ = store.set_meta("learned_model", &status.model);
+            let _ = store.set_meta("learned_at", &format!("{now:.6}"));
+            let _ = store.set_meta("learned_samples", &vectors.len().to_string());
+            status.state = "done".into();
+            status.progress = 1.0;
+            status.message = format!("trained on {} samples", vectors.len());
+        }
+        Err(e) => {
+            // Not enough or unusable samples: keep learning and try again on a later tick.
+            warn!("learning: training failed ({e}); still learning");
+            status.message = e.to_string();
+        }
+    }
 }
 
 /// Reloads rules, intel and model after SIGHUP; a bad file keeps the old one.
@@ -490,6 +653,7 @@ impl Pipeline {
     pub fn tick_outputs(&mut self, src: &dyn FrameSource) {
         self.info.kernel_drops = src.stats().kernel_drops;
         self.outputs.flush(&mut self.engine);
+        advance_learning(self);
         self.poll_http();
         if self.signals.reload.swap(false, Ordering::Relaxed) {
             reload(&self.cfg, &mut self.engine);
@@ -507,6 +671,7 @@ impl Pipeline {
         self.engine.finish_second();
         self.engine.drain_flows();
         self.outputs.flush(&mut self.engine);
+        advance_learning(self);
         self.info.capture_done = true;
     }
 }
@@ -522,7 +687,7 @@ pub struct ReplayPlan {
 pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline, RunError> {
     let rules_loaded = det.rules.as_ref().map_or(0, |r| r.len());
     let intel_entries = det.intel.as_ref().map_or(0, intel_size);
-    let engine = build_engine(&cfg, det, cfg.learning.enabled);
+    let engine = build_engine(&cfg, det, false);
     let outputs = Outputs::open(&cfg, plan.db.as_deref(), plan.eve.as_deref())?;
     let server = match &plan.serve {
         Some(addr) => Some(Server::bind(addr, &cfg.http.token)?),
@@ -543,6 +708,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         intel_entries,
         capture_done: false,
         kernel_drops: 0,
+        learning: None,
     };
     let signals = Signals::install();
     let mut p = Pipeline {
@@ -553,6 +719,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         info,
         signals,
     };
+    start_learning(&mut p);
     let t = Instant::now();
     for path in &plan.pcaps {
         let before = p.engine.stats.frames;
@@ -615,7 +782,7 @@ pub fn run_live(
         ..capture::live::LiveOptions::default()
     };
     let mut src = capture::open_live(iface, &opts)?;
-    let engine = build_engine(&cfg, det, cfg.learning.enabled);
+    let engine = build_engine(&cfg, det, false);
     let db = cfg.output.db.clone();
     let eve = (!cfg.output.eve.as_os_str().is_empty()).then(|| cfg.output.eve.clone());
     let outputs = Outputs::open(&cfg, Some(&db), eve.as_deref())?;
@@ -634,6 +801,7 @@ pub fn run_live(
         intel_entries,
         capture_done: false,
         kernel_drops: 0,
+        learning: None,
     };
     let signals = Signals::install();
     let mut p = Pipeline {
@@ -644,6 +812,7 @@ pub fn run_live(
         info,
         signals,
     };
+    start_learning(&mut p);
     info!("watching {iface}");
     let started = Instant::now();
     let mut last_flush = Instant::now();
