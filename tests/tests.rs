@@ -5,6 +5,7 @@ mod util;
 
 mod capture;
 mod decode;
+mod hardening;
 mod model;
 mod pipeline;
 mod rules;
