@@ -737,3 +737,541 @@ fn every_model_validation_error_is_named_by_check() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cut.json") && err.contains("column"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile traffic
+// ---------------------------------------------------------------------------------------
+
+/// Memory the configured capacities imply for the default config, in bytes: the flow and
+/// host tables (every per-slot array of `LruTable`, index included), the outbox and the
+/// retry batch at their bounds, and a fixed allowance for code, SQLite's page cache, the
+/// rules, the model, capture buffers and the HTTP threads.
+pub struct MemoryBound {
+    pub flows: u64,
+    pub hosts: u64,
+    pub outbox: u64,
+    pub batch: u64,
+    pub fixed: u64,
+}
+
+impl MemoryBound {
+    pub fn for_config(cfg: &phantomnet::config::Config) -> MemoryBound {
+        use std::mem::size_of;
+        // keys, values, hashes (u64), last_seen (i64), class (u8), prev and next (u32),
+        // and an index of (2 × capacity).next_power_of_two() u32 slots.
+        let table = |cap: usize, key: usize, val: usize| -> u64 {
+            let index = (cap * 2).next_power_of_two() * 4;
+            (cap * (key + val + 8 + 8 + 1 + 4 + 4) + index) as u64
+        };
+        let t = &cfg.tables;
+        let flows = table(
+            t.flows,
+            size_of::<Option<phantomnet::flow::FlowKey>>(),
+            size_of::<phantomnet::flow::Flow>(),
+        );
+        let hosts = table(
+            t.hosts,
+            size_of::<Option<phantomnet::flow::Addr16>>(),
+            size_of::<phantomnet::host::Host>(),
+        ) + (t.hosts * 4) as u64; // the active-host list
+        let outbox = (t.outbox
+            * (size_of::<phantomnet::engine::AlertRec>()
+                + size_of::<phantomnet::engine::VerdictRec>()
+                + size_of::<phantomnet::events::FlowRow>()
+                + size_of::<phantomnet::engine::SampleRec>()
+                + 40)) as u64;
+        // Outputs keeps up to 8 × outbox rows for retries (its vectors start at 1024 rows
+        // and double, so they end at that bound); each row may carry up to 256 bytes of
+        // text (messages, reasons).
+        let batch = (t.outbox * 8 * (size_of::<phantomnet::events::FlowRow>() + 256)) as u64;
+        MemoryBound {
+            flows,
+            hosts,
+            outbox,
+            batch,
+            fixed: 16 << 20,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.flows + self.hosts + self.outbox + self.batch + self.fixed
+    }
+}
+
+/// Writes a spoofed-source SYN flood of `n` frames at `per_sec` against `victim`:25565,
+/// generated in chunks with `scenario::syn_flood` and streamed to a pcap (constant memory).
+fn write_flood(path: &Path, n: u64, per_sec: u64, victim: [u8; 4]) {
+    let mut w = PcapWriter::create(path, 1).unwrap();
+    let mut rng = Rng(0xf100d);
+    // A little ordinary traffic to and from the victim first, so it is a known host.
+    let mut c = Capture::default();
+    scenario::benign_lan(&mut c, &mut rng, T0, 5);
+    c.sort();
+    for (ts, f) in &c.frames {
+        w.write(*ts, f, f.len() as u32).unwrap();
+    }
+    let chunk = 50_000u64;
+    let start = T0 + 5 * SEC;
+    let mut done = 0;
+    while done < n {
+        let k = chunk.min(n - done);
+        let mut c = Capture::default();
+        let t0 = start + (done * 1_000_000 / per_sec) as i64;
+        scenario::syn_flood(&mut c, &mut rng, t0, k, per_sec, victim, 25565);
+        for (ts, f) in &c.frames {
+            w.write(*ts, f, f.len() as u32).unwrap();
+        }
+        done += k;
+    }
+    w.finish().unwrap();
+}
+
+/// Starts `phantomnet replay ... --serve ADDR` (which keeps serving after the capture) and
+/// waits until /api/status says the capture is done; returns the child and the status.
+fn replay_and_serve(
+    args: &[&std::ffi::OsStr],
+    timeout: Duration,
+) -> (Child, String, serde_json::Value) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = bin()
+        .args(["--log", "warn", "replay"])
+        .args(args)
+        .args(["--serve", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        if let Ok((200, body)) = http_get(&addr, "/api/status") {
+            let v = json_body(&body);
+            if v["capture_done"] == serde_json::Value::Bool(true) {
+                return (child, addr, v);
+            }
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "replay did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(mut child: Child) -> String {
+    sigterm(&child);
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        status.is_some(),
+        "phantomnet did not stop on SIGTERM: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Slow-ish (a million frames, ~20 s of packet time): runs in `cargo test` all the same.
+#[test]
+fn million_frame_spoofed_syn_flood_stays_within_the_memory_bound_and_is_judged() {
+    let dir = fast_dir("flood");
+    let victim = scenario::NAS;
+    let n = 1_000_000;
+    let pcap = dir.path("flood.pcap");
+    let t = Instant::now();
+    write_flood(&pcap, n, 50_000, victim);
+    eprintln!(
+        "generated {n} flood frames in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let db = dir.path("flood.db");
+    let cfg_path = repo().join("config/phantomnet.toml");
+    let t = Instant::now();
+    let (child, _addr, status) = replay_and_serve(
+        &[
+            pcap.as_os_str(),
+            "-c".as_ref(),
+            cfg_path.as_os_str(),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ],
+        Duration::from_secs(300),
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let hwm = proc_kib(child.id(), "VmHWM").unwrap() * 1024;
+    let log = stop(child);
+
+    let cfg = phantomnet::config::Config::load(&cfg_path).unwrap();
+    let bound = MemoryBound::for_config(&cfg);
+    eprintln!(
+        "flood: {} frames replayed in {secs:.1} s; peak RSS {:.1} MiB; bound {:.1} MiB \
+         (flows {:.1} + hosts {:.1} + outbox {:.1} + retry batch {:.1} + fixed {:.1}); \
+         flows evicted {}, hosts evicted {}",
+        status["frames"],
+        hwm as f64 / 1048576.0,
+        bound.total() as f64 / 1048576.0,
+        bound.flows as f64 / 1048576.0,
+        bound.hosts as f64 / 1048576.0,
+        bound.outbox as f64 / 1048576.0,
+        bound.batch as f64 / 1048576.0,
+        bound.fixed as f64 / 1048576.0,
+        status["flows"]["evicted"],
+        status["hosts"]["evicted"],
+    );
+    assert!(status["frames"].as_u64().unwrap() >= n, "{status}");
+    assert!(
+        hwm <= bound.total(),
+        "peak RSS {hwm} over the bound {}",
+        bound.total()
+    );
+    // A million spoofed sources overflow both tables: evictions are counted, not grown.
+    assert!(
+        status["flows"]["evicted"].as_u64().unwrap() > 500_000,
+        "{status}"
+    );
+    assert!(
+        status["hosts"]["evicted"].as_u64().unwrap() > 500_000,
+        "{status}"
+    );
+    assert!(status["flows"]["active"].as_u64().unwrap() <= cfg.tables.flows as u64);
+    assert!(status["hosts"]["active"].as_u64().unwrap() <= cfg.tables.hosts as u64);
+    let victim_ip = Ipv4Addr::from(victim).to_string();
+    let judged = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM verdicts WHERE host = '{victim_ip}' AND verdict IN ('HIGH', 'CRITICAL')"
+        ),
+    );
+    assert!(
+        judged > 0,
+        "no HIGH/CRITICAL verdict about the victim {victim_ip}; log: {log}"
+    );
+    assert_eq!(integrity(&db), "ok");
+}
+
+/// Odd frames, each with the decode outcome it must have.
+fn odd_frames() -> Vec<(
+    &'static str,
+    Vec<u8>,
+    u32,
+    Option<phantomnet::decode::DecodeError>,
+)> {
+    use frames::*;
+    use phantomnet::decode::DecodeError as E;
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let (a6, b6) = (
+        [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+    );
+    let eth4 = |ip: Vec<u8>| ethernet(mac(1), mac(2), 0x0800, &ip);
+    let eth6 = |ip: Vec<u8>| ethernet(mac(1), mac(2), 0x86dd, &ip);
+    let udp = udp_datagram(5000, 9999, b"abcdefgh");
+    let tcp = tcp_segment(5000, 80, 0x02, 1, 0, &[], b"");
+    let mut v = vec![
+        ("zero-length", vec![], 0, Some(E::LinkTruncated)),
+        ("zero captured of 60", vec![], 60, Some(E::LinkTruncated)),
+        (
+            "ethernet header only",
+            ethernet(mac(1), mac(2), 0x0800, &[]),
+            14,
+            Some(E::Ipv4Truncated),
+        ),
+        (
+            "jumbo 9000",
+            eth4(ipv4_packet(
+                a,
+                b,
+                17,
+                64,
+                1,
+                false,
+                0,
+                &[],
+                &udp_datagram(1, 2, &vec![7u8; 8958]),
+            )),
+            9014,
+            None,
+        ),
+        (
+            "largest IPv4 packet",
+            eth4(ipv4_packet(
+                a,
+                b,
+                17,
+                64,
+                2,
+                false,
+                0,
+                &[],
+                &udp_datagram(1, 2, &vec![7u8; 65507]),
+            )),
+            65549,
+            None,
+        ),
+        // IPv4 fragments: first with the UDP header, then an overlapping one at offset 0
+        // with different bytes, a middle one, a tiny first fragment cutting the TCP header,
+        // and a "ping of death" whose offset + length passes 65535.
+        (
+            "fragment first",
+            eth4(ipv4_packet(a, b, 17, 64, 9, true, 0, &[], &udp)),
+            0,
+            None,
+        ),
+        (
+            "fragment overlapping",
+            eth4(ipv4_packet(a, b, 17, 64, 9, true, 0, &[], &[0xff; 16])),
+            0,
+            None,
+        ),
+        (
+            "fragment middle",
+            eth4(ipv4_packet(a, b, 17, 64, 9, true, 8, &[], &[1; 8])),
+            0,
+            None,
+        ),
+        (
+            "fragment tiny tcp",
+            eth4(ipv4_packet(a, b, 6, 64, 10, true, 0, &[], &tcp[..8])),
+            0,
+            Some(E::TcpTruncated),
+        ),
+        (
+            "ping of death",
+            eth4(ipv4_packet(a, b, 1, 64, 11, false, 65528, &[], &[0; 100])),
+            0,
+            None,
+        ),
+        // Broken IPv4 headers.
+        (
+            "ihl below 5",
+            {
+                let mut p = ipv4_packet(a, b, 17, 64, 1, false, 0, &[], &udp);
+                p[0] = 0x43;
+                eth4(p)
+            },
+            0,
+            Some(E::Ipv4BadHeader),
+        ),
+        (
+            "ihl past the packet",
+            {
+                let mut p = ipv4_packet(a, b, 17, 64, 1, false, 0, &[], &[]);
+                p[0] = 0x4f;
+                eth4(p)
+            },
+            0,
+            Some(E::Ipv4BadHeader),
+        ),
+        (
+            "tcp offset below 5",
+            {
+                let mut t = tcp.clone();
+                t[12] = 0x20;
+                eth4(ipv4_packet(a, b, 6, 64, 1, false, 0, &[], &t))
+            },
+            0,
+            Some(E::TcpBadOffset),
+        ),
+        // IPv6 extension headers: a length that runs past the packet, two fragment headers
+        // (the second inside the first's fragment), hop-by-hop after routing (out of order),
+        // a 40-deep stack of destination options, and a non-first fragment (no L4 header).
+        (
+            "ext header past the end",
+            {
+                let mut e = ipv6_ext(17, &[0; 6]);
+                e[1] = 200;
+                eth6(ipv6_packet(a6, b6, 60, 64, &e))
+            },
+            0,
+            Some(E::Ipv6ExtTruncated),
+        ),
+        (
+            "two fragment headers",
+            {
+                let mut p = ipv6_frag(44, 0, true, 7);
+                p.extend(ipv6_frag(17, 0, true, 8));
+                p.extend(&udp);
+                eth6(ipv6_packet(a6, b6, 44, 64, &p))
+            },
+            0,
+            None,
+        ),
+        (
+            "hop-by-hop after routing",
+            {
+                let mut p = ipv6_ext(0, &[0, 0, 0, 0, 0, 0]);
+                p.extend(ipv6_ext(17, &[1, 4, 0, 0, 0, 0]));
+                p.extend(&udp);
+                eth6(ipv6_packet(a6, b6, 43, 64, &p))
+            },
+            0,
+            None,
+        ),
+        (
+            "40 destination options",
+            {
+                let mut p = Vec::new();
+                for _ in 0..39 {
+                    p.extend(ipv6_ext(60, &[1, 4, 0, 0, 0, 0]));
+                }
+                p.extend(ipv6_ext(17, &[1, 4, 0, 0, 0, 0]));
+                p.extend(&udp);
+                eth6(ipv6_packet(a6, b6, 60, 64, &p))
+                // Past the decoder's bound of 16 extension headers: stopped and counted.
+            },
+            0,
+            Some(E::Ipv6ExtTruncated),
+        ),
+        (
+            "non-first ipv6 fragment",
+            {
+                let mut p = ipv6_frag(6, 1232, false, 9);
+                p.extend(&[0xaa; 40]);
+                eth6(ipv6_packet(a6, b6, 44, 64, &p))
+            },
+            0,
+            None,
+        ),
+        (
+            "overlapping ipv6 fragments",
+            {
+                let mut p = ipv6_frag(17, 0, true, 10);
+                p.extend(&[0x55; 24]);
+                eth6(ipv6_packet(a6, b6, 44, 64, &p))
+            },
+            0,
+            None,
+        ),
+        (
+            "ipv6 jumbogram",
+            {
+                // Payload length 0 with a hop-by-hop Jumbo Payload option (RFC 2675).
+                let mut hbh = vec![17u8, 0, 0xc2, 4];
+                let body = 70_000u32;
+                hbh.extend_from_slice(&(body + 8).to_be_bytes());
+                let mut p = ipv6_packet(a6, b6, 0, 64, &hbh);
+                p[4] = 0;
+                p[5] = 0;
+                // UDP length 0 in a jumbogram (RFC 2675 section 4).
+                p.extend_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0]);
+                p.extend(vec![3u8; body as usize - 8]);
+                eth6(p)
+            },
+            0,
+            None,
+        ),
+        (
+            "deep vlan stack",
+            with_vlan_tags(
+                &eth4(ipv4_packet(a, b, 17, 64, 1, false, 0, &[], &udp)),
+                &[
+                    (1, 0x8100),
+                    (2, 0x8100),
+                    (3, 0x8100),
+                    (4, 0x8100),
+                    (5, 0x8100),
+                    (6, 0x88a8),
+                ],
+            ),
+            0,
+            None,
+        ),
+    ];
+    for f in &mut v {
+        if f.2 == 0 {
+            f.2 = f.1.len() as u32;
+        }
+    }
+    v
+}
+
+#[test]
+fn fragments_extension_header_tricks_zero_length_and_jumbo_frames() {
+    use phantomnet::decode::{decode, LinkType};
+    let frames = odd_frames();
+    // Each frame alone: the decoder's verdict.
+    let mut wrong = Vec::new();
+    for (name, f, wire, want) in &frames {
+        let m = decode(LinkType::Ethernet, f, *wire);
+        if m.error != *want {
+            wrong.push(format!("{name}: {:?}, expected {want:?}", m.error));
+        }
+        if (name.contains("fragment") || name.contains("ping of death")) && !m.frag.is_fragment {
+            wrong.push(format!("{name}: not flagged as a fragment"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // All of them, many times, through the whole engine with the default detectors.
+    let cfg = phantomnet::config::Config::load(&repo().join("config/phantomnet.toml")).unwrap();
+    let det = runtime::load_detectors(&cfg).unwrap();
+    let mut engine = runtime::build_engine(&cfg, det, false);
+    let rounds = 200;
+    for r in 0..rounds {
+        for (i, (_, f, wire, _)) in frames.iter().enumerate() {
+            let ts = T0 + r * SEC / 10 + i as i64;
+            engine.process_frame(ts, LinkType::Ethernet, f, *wire);
+        }
+        engine.outbox.clear();
+    }
+    engine.finish_second();
+    let s = &engine.stats;
+    assert_eq!(s.frames, rounds as u64 * frames.len() as u64);
+    for (name, _, _, want) in &frames {
+        if let Some(e) = want {
+            assert!(
+                s.decode_errors[e.index()] >= rounds as u64,
+                "{name}: {:?} not counted",
+                e
+            );
+        }
+    }
+    // And through `phantomnet replay` from a capture.
+    let dir = fast_dir("odd");
+    let pcap = dir.path("odd.pcap");
+    let mut w = PcapWriter::create(&pcap, 1).unwrap();
+    for r in 0..20 {
+        for (i, (_, f, wire, _)) in frames.iter().enumerate() {
+            w.write(T0 + r * SEC + i as i64, f, *wire).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let out = bin()
+        .args(["--log", "warn", "replay"])
+        .arg(&pcap)
+        .args(["-c", "config/phantomnet.toml", "--db"])
+        .arg(dir.path("odd.db"))
+        .output()
+        .unwrap();
+    assert_no_panic("odd.pcap", &out);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_record_beyond_the_largest_snaplen_is_a_clear_error() {
+    let dir = fast_dir("huge-record");
+    let small = eth_ipv4_udp(mac(1), mac(2), [10, 0, 0, 1], [10, 0, 0, 2], 1, 2, b"x");
+    let huge = vec![0u8; phantomnet::capture::pcap::MAX_RECORD + 1];
+    let bytes = frames::pcap_file(1, &[(T0, &small), (T0 + 1, &huge)]);
+    let p = dir.path("huge.pcap");
+    std::fs::write(&p, bytes).unwrap();
+    let out = bin()
+        .args(["--log", "warn", "replay"])
+        .arg(&p)
+        .args(["--no-model", "-c", "config/phantomnet.toml", "--db"])
+        .arg(dir.path("h.db"))
+        .output()
+        .unwrap();
+    assert_no_panic("huge.pcap", &out);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let at = 24 + 16 + small.len();
+    assert!(
+        err.contains("huge.pcap") && err.contains(&format!("byte {at}")),
+        "{err}"
+    );
+    assert_eq!(count(&dir.path("h.db"), "SELECT count(*) FROM flows"), 1);
+}
