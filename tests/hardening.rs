@@ -1275,3 +1275,285 @@ fn a_record_beyond_the_largest_snaplen_is_a_clear_error() {
     );
     assert_eq!(count(&dir.path("h.db"), "SELECT count(*) FROM flows"), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Crash safety
+// ---------------------------------------------------------------------------------------
+
+/// Slow-ish (20 kill -9 cycles): runs in `cargo test` all the same.
+#[test]
+fn kill_9_during_heavy_writing_twenty_times_loses_no_committed_row() {
+    let dir = TempDir::new("kill9"); // a real disk, not tmpfs: fsync and WAL as deployed
+    let pcap = dir.path("flood.pcap");
+    // Every spoofed SYN is a new flow; once the table is full each one evicts another,
+    // and every eviction is a flow row: a steady stream of large transactions.
+    write_flood(&pcap, 400_000, 20_000, scenario::NAS);
+    let db = dir.path("crash.db");
+    // No retention during the test: every row ever committed must stay.
+    let cfg = write_config(
+        dir.0.as_path(),
+        "k.toml",
+        &[
+            ("retention.max_rows", "1000000000"),
+            ("retention.max_bytes", "0"),
+        ],
+    );
+    let mut rng = Rng(0x9);
+    let mut before_total = 0i64;
+    for round in 0..20 {
+        let mut child = bin()
+            .args(["--log", "error", "replay"])
+            .arg(&pcap)
+            .args(["--no-model", "-c"])
+            .arg(&cfg)
+            .arg("--db")
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400 + rng.below(1200)));
+        // Read what is committed, from another connection, just before the kill.
+        let (n, max_id) = match rusqlite::Connection::open(&db).and_then(|c| {
+            c.query_row(
+                "SELECT count(*), coalesce(max(id), 0) FROM flows",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+        }) {
+            Ok(x) => x,
+            Err(_) => (0, 0), // not created yet (killed before its first commit)
+        };
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "round {round}: replay ended before the kill; make the capture longer"
+        );
+        assert_eq!(integrity(&db), "ok", "round {round}");
+        let kept = count(
+            &db,
+            &format!("SELECT count(*) FROM flows WHERE id <= {max_id}"),
+        );
+        assert_eq!(
+            kept, n,
+            "round {round}: rows committed before the kill went missing"
+        );
+        let total = count(&db, "SELECT count(*) FROM flows");
+        assert!(
+            total >= before_total,
+            "round {round}: {total} < {before_total}"
+        );
+        assert!(
+            n > before_total || round == 0,
+            "round {round}: nothing written while running"
+        );
+        eprintln!("kill -9 round {round}: {n} rows before the kill, {total} after, integrity ok");
+        before_total = total;
+    }
+    // The next start carries on appending to the same file.
+    let small = dir.path("small.pcap");
+    let (bytes, _) = one_frame_flows(50);
+    std::fs::write(&small, bytes).unwrap();
+    let out = bin()
+        .args(["--log", "warn", "replay"])
+        .arg(&small)
+        .args(["--no-model", "-c"])
+        .arg(&cfg)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(count(&db, "SELECT count(*) FROM flows"), before_total + 50);
+    assert_eq!(integrity(&db), "ok");
+}
+
+// ---------------------------------------------------------------------------------------
+// Full or read-only storage
+// ---------------------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop (even on failure).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir =
+            std::env::temp_dir().join(format!("phantomnet-tmpfs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(Tmpfs { dir })
+    }
+    fn remount(&self, opts: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {opts}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Frames of a spoofed flood (every frame a new flow; evictions make flow rows).
+fn flood_frames(n: u64, seed: u64) -> Vec<(i64, Vec<u8>)> {
+    let mut c = Capture::default();
+    let mut rng = Rng(seed);
+    scenario::syn_flood(&mut c, &mut rng, T0, n, 20_000, scenario::NAS, 80);
+    c.frames
+}
+
+#[test]
+fn full_then_roomy_storage_keeps_detecting_bounded_and_retrying() {
+    use phantomnet::decode::LinkType;
+    if !is_root() {
+        eprintln!("skipped: mounting a tiny tmpfs needs root");
+        return;
+    }
+    let Some(fs) = Tmpfs::mount("full", "1m") else {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    };
+    let db = fs.dir.join("full.db");
+    let mut cfg = phantomnet::config::Config::load(&repo().join("config/phantomnet.toml")).unwrap();
+    cfg.retention.max_rows = 1_000_000_000;
+    cfg.retention.max_bytes = 0;
+    cfg.tables.flows = 1024;
+    let det = Detectors {
+        rules: None,
+        intel: None,
+        model: None,
+    };
+    let mut engine = runtime::build_engine(&cfg, det, false);
+    let mut out = runtime::Outputs::open(&cfg, Some(&db), None).unwrap();
+    let bound = cfg.tables.outbox * 8;
+    let frames = flood_frames(400_000, 5);
+    let mut chunks = frames.chunks(2_000);
+    let mut feed =
+        |engine: &mut phantomnet::engine::Engine, out: &mut runtime::Outputs, k: usize| {
+            for _ in 0..k {
+                let Some(ch) = chunks.next() else {
+                    return false;
+                };
+                for (ts, f) in ch {
+                    engine.process_frame(*ts, LinkType::Ethernet, f, f.len() as u32);
+                }
+                out.flush(engine);
+            }
+            true
+        };
+    // 1. Write until the 1 MiB file system is full.
+    let mut stored_before_full = 0;
+    let mut rounds = 0;
+    while out.last_store_error.is_none() {
+        stored_before_full = count(&db, "SELECT count(*) FROM flows");
+        assert!(feed(&mut engine, &mut out, 1), "never filled 1 MiB");
+        rounds += 1;
+    }
+    let err = out.last_store_error.clone().unwrap();
+    eprintln!("disk full after {rounds} flushes, {stored_before_full} flow rows stored: {err}");
+    assert!(err.contains("full.db"), "{err}");
+    // 2. Keep going while full: frames are still processed and judged, the backlog stays
+    //    bounded, what cannot be kept is counted, nothing stored is damaged.
+    let frames_before = engine.stats.frames;
+    feed(&mut engine, &mut out, 40);
+    assert!(engine.stats.frames >= frames_before + 40 * 2_000);
+    assert!(out.last_store_error.is_some());
+    assert!(
+        out.backlog() <= bound,
+        "backlog {} over {bound}",
+        out.backlog()
+    );
+    assert!(
+        out.dropped() > 0,
+        "a long outage must drop (and count) rows"
+    );
+    assert!(out.store_failures > 1);
+    assert_eq!(integrity(&db), "ok");
+    assert!(count(&db, "SELECT count(*) FROM flows") >= stored_before_full);
+    // 3. Room again: the next flush retries and drains the backlog.
+    fs.remount("rw,size=256m");
+    let backlog = out.backlog();
+    assert!(backlog > 0);
+    let all_rows = "SELECT (SELECT count(*) FROM flows) + (SELECT count(*) FROM window_counts) \
+                    + (SELECT count(*) FROM verdicts) + (SELECT count(*) FROM alerts)";
+    let stored = count(&db, all_rows);
+    assert!(feed(&mut engine, &mut out, 1));
+    assert_eq!(out.last_store_error, None, "write did not recover");
+    assert_eq!(out.backlog(), 0);
+    // The whole backlog went in with the retry.
+    assert!(count(&db, all_rows) >= stored + backlog as i64);
+    assert_eq!(integrity(&db), "ok");
+    drop(out);
+}
+
+#[test]
+fn replay_onto_a_full_disk_keeps_going_and_says_so_once() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tiny tmpfs needs root");
+        return;
+    }
+    let Some(fs) = Tmpfs::mount("replay-full", "600k") else {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    };
+    let dir = fast_dir("replay-full");
+    let pcap = dir.path("flood.pcap");
+    write_flood(&pcap, 200_000, 20_000, scenario::NAS);
+    let db = fs.dir.join("r.db");
+    let cfg = write_config(dir.0.as_path(), "f.toml", &[("tables.flows", "1024")]);
+    let (child, _addr, status) = replay_and_serve(
+        &[
+            pcap.as_os_str(),
+            "-c".as_ref(),
+            cfg.as_os_str(),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ],
+        Duration::from_secs(120),
+    );
+    let log = stop(child);
+    eprintln!("status.store: {}", status["store"]);
+    assert!(status["frames"].as_u64().unwrap() >= 200_000, "{status}");
+    let last = status["store"]["last_error"].as_str().unwrap_or("");
+    assert!(last.contains("r.db"), "{status}");
+    assert!(
+        status["store"]["write_failures"].as_u64().unwrap() > 1,
+        "{status}"
+    );
+    assert!(status["store"]["backlog_rows"].as_u64().unwrap() <= 8 * 8192);
+    // Still detecting: the flood is judged even though nothing more can be stored.
+    let v = &status["verdicts"];
+    assert!(
+        v["HIGH"].as_u64().unwrap() + v["CRITICAL"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let warnings = log.matches("database write failed").count();
+    assert_eq!(warnings, 1, "the error is logged once per interval: {log}");
+    assert_eq!(integrity(&db), "ok");
+}
