@@ -6,6 +6,7 @@ mod util;
 mod capture;
 mod decode;
 mod hardening;
+mod live;
 mod model;
 mod pipeline;
 mod rules;
