@@ -447,9 +447,11 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = e
         .span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    let mut out = match line {
-        Some(l) => format!("line {l}: {msg}"),
-        None => msg.clone(),
+    let key = e.span().and_then(|s| key_at(text, s.start));
+    let mut out = match (line, key) {
+        (Some(l), Some(k)) => format!("line {l}: key `{k}`: {msg}"),
+        (Some(l), None) => format!("line {l}: {msg}"),
+        _ => msg.clone(),
     };
     // serde: "unknown field `x`, expected one of `a`, `b`"
     if let Some(rest) = msg.strip_prefix("unknown field `") {
@@ -462,6 +464,29 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         }
     }
     out
+}
+
+/// The dotted key (`section.key`) of the `key = value` line holding byte `at`, so a type
+/// error names the key and not just the line. `None` off such a line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text.get(at..)?.find('\n').map_or(text.len(), |i| at + i);
+    let key = text.get(start..end)?.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let section = text
+        .get(..start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.
@@ -532,6 +557,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("verdict.warning_risk"), "{e}");
+    }
+
+    /// Regression (hardening): a wrong TOML type named the line but not the key.
+    #[test]
+    fn type_errors_name_the_dotted_key() {
+        let e = Config::parse("[capture]\n\n[tables]\nflows = \"many\"\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4: key `tables.flows`"), "{e}");
+        let e = Config::parse("[capture]\npromiscuous = \"yes\" # comment = x\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `capture.promiscuous`"), "{e}");
+        assert_eq!(key_at("a = 1\n[x]\nb=2", 13).as_deref(), Some("x.b"));
+        assert_eq!(key_at("a = 1\n", 2).as_deref(), Some("a"));
+        assert_eq!(key_at("[x]\n", 1), None);
+        assert_eq!(key_at("", 5), None);
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn route(path: &str, query: &str, engine: &Engine, outputs: &Outputs, info: &Run
         "/" => Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: status_page(engine, info).into_bytes(),
+            body: status_page(engine, outputs, info).into_bytes(),
         },
         _ => Reply::error(404, &format!("no such endpoint: {path}")),
     }
@@ -298,22 +298,42 @@ pub fn status_json(engine: &Engine, outputs: &Outputs, info: &RunInfo) -> serde_
     })
 }
 
-fn status_page(engine: &Engine, info: &RunInfo) -> String {
+fn status_page(engine: &Engine, outputs: &Outputs, info: &RunInfo) -> String {
     let s = &engine.stats;
     let _ = Instant::now();
+    // The latest verdicts above SAFE, so the page says which host is in trouble.
+    let mut recent = String::new();
+    if let Some(Ok(rows)) = outputs
+        .store
+        .as_ref()
+        .map(|st| st.recent_verdicts(Level::Warning, 0.0, 10))
+    {
+        for v in rows {
+            recent.push_str(&format!(
+                "<li>{} <b>{}</b> risk {}</li>",
+                html_escape(&v.verdict),
+                html_escape(&v.host),
+                v.risk
+            ));
+        }
+    }
+    if let Some(e) = &outputs.last_store_error {
+        recent.push_str(&format!("<li>database: {}</li>", html_escape(e)));
+    }
     format!(
         "<!doctype html><html><head><meta charset=utf-8><meta name=viewport content='width=device-width'>\
          <title>PhantomNet</title></head><body><h1>PhantomNet</h1>\
          <p>Watching <b>{}</b> ({}). Frames: {}. Alerts: {}.</p>\
          <p>Verdicts: WARNING {} · HIGH {} · CRITICAL {}</p>\
-         <p>JSON: <a href=/api/status>/api/status</a></p></body></html>",
+         <ul>{}</ul><p>JSON: <a href=/api/status>/api/status</a></p></body></html>",
         html_escape(&info.source),
         info.mode,
         s.frames,
         s.alerts,
         s.verdicts[1],
         s.verdicts[2],
-        s.verdicts[3]
+        s.verdicts[3],
+        recent
     )
 }
 

@@ -5,6 +5,8 @@ mod util;
 
 mod capture;
 mod decode;
+mod hardening;
+mod live;
 mod model;
 mod pipeline;
 mod rules;
