@@ -293,6 +293,7 @@ pub fn status_json(engine: &Engine, outputs: &Outputs, info: &RunInfo) -> serde_
             "last_error": outputs.last_store_error,
         },
         "outbox_drops": s.outbox_drops,
+        "syslog": outputs.syslog.as_ref().map(crate::syslog::Syslog::status_json),
         "generated_at": crate::runtime::unix_now(),
     })
 }
