@@ -689,6 +689,36 @@ mod tests {
     }
 
     #[test]
+    fn syslog_section_is_validated_by_key() {
+        let c = Config::parse(
+            "[syslog]\nenabled = true\ntransport = \"tcp\"\nserver = \"logs.lan:6514\"\nfacility = \"local0\"\nmin_level = \"HIGH\"\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(c.syslog.transport, SyslogTransport::Tcp);
+        for (text, key) in [
+            ("transport = \"sctp\"", "line 2"),
+            ("facility = \"local9\"", "syslog.facility"),
+            ("min_level = \"SAFE\"", "syslog.min_level"),
+            ("min_level = \"LOUD\"", "syslog.min_level"),
+            ("alert_priority = 5", "syslog.alert_priority"),
+            ("queue = 0", "syslog.queue"),
+            ("max_message = 70000", "syslog.max_message"),
+            ("app_name = \"phantom net\"", "syslog.app_name"),
+            ("hostname = \"a b\"", "syslog.hostname"),
+            ("enabled = true\nserver = \"nohost\"", "syslog.server"),
+            ("reconnect_max_s = 0", "syslog.reconnect_max_s"),
+        ] {
+            let e = Config::parse(&format!("[syslog]\n{text}\n"), "c")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // A disabled section is not held to a server it will never use.
+        Config::parse("[syslog]\nserver = \"nohost\"\n", "c").unwrap();
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_config_dir() {
         let dir = std::env::temp_dir().join(format!("pn-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

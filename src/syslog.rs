@@ -745,3 +745,449 @@ impl std::fmt::Write for LenWriter<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{IpAddr, Ipv4Addr, TcpListener};
+
+    const TS: Micros = 1_453_919_525_123_456; // 2016-01-27T18:32:05.123456Z
+
+    fn cfg(transport: SyslogTransport, server: &str) -> SyslogConfig {
+        SyslogConfig {
+            enabled: true,
+            transport,
+            server: server.into(),
+            ..SyslogConfig::default()
+        }
+    }
+
+    fn alert(priority: u8) -> AlertRow<'static> {
+        AlertRow {
+            ts: TS,
+            gid: 1,
+            sid: 9_100_001,
+            rev: 2,
+            msg: "PHANTOMNET test \"quoted\"",
+            category: "Attempted Information Leak",
+            priority,
+            action: "allowed",
+            src: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 66)),
+            src_port: 61_000,
+            dst: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 30)),
+            dst_port: 22,
+            proto: 6,
+            flow_id: 7,
+        }
+    }
+
+    fn verdict(level: Level, reasons: &str) -> VerdictRow<'_> {
+        VerdictRow {
+            ts: TS,
+            host: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 66)),
+            verdict: level,
+            risk: 64,
+            anomaly_score: Some(0.71),
+            confidence: 0.8,
+            reasons_json: reasons,
+        }
+    }
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// Splits an RFC 5424 message into its header fields and MSG.
+    fn split5424(m: &str) -> (Vec<&str>, &str) {
+        let mut parts = m.splitn(8, ' ');
+        let fields: Vec<&str> = (0..7).map(|_| parts.next().unwrap()).collect();
+        (fields, parts.next().unwrap())
+    }
+
+    fn queued_text(s: &Syslog) -> Vec<String> {
+        s.queue
+            .iter()
+            .map(|b| String::from_utf8(b.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rfc5424_frame_carries_pri_header_and_the_eve_line() {
+        let c = SyslogConfig {
+            hostname: "router one".into(),
+            ..cfg(
+                SyslogTransport::Udp,
+                &format!("127.0.0.1:{}", closed_port()),
+            )
+        };
+        let mut s = Syslog::open(&c, "box-a").unwrap();
+        s.alert(&alert(1));
+        s.verdict(&verdict(
+            Level::High,
+            "[{\"kind\":\"signature\",\"sid\":1}]",
+        ));
+        let q = queued_text(&s);
+        assert_eq!(q.len(), 2);
+        let (f, msg) = split5424(&q[0]);
+        // local5 (21) * 8 + err (3) = 171
+        assert_eq!(f[0], "<171>1");
+        assert_eq!(f[1], "2016-01-27T18:32:05.123456Z");
+        assert_eq!(f[2], "router_one");
+        assert_eq!(f[3], "phantomnet");
+        assert_eq!(f[4], std::process::id().to_string());
+        assert_eq!(f[5], "alert");
+        assert_eq!(f[6], "-");
+        let mut eve = String::new();
+        format_alert(&mut eve, Some("box-a"), &alert(1));
+        assert_eq!(msg, eve);
+        let v: serde_json::Value = serde_json::from_str(msg).unwrap();
+        assert_eq!(v["host"], "box-a");
+        assert_eq!(v["alert"]["signature"], "PHANTOMNET test \"quoted\"");
+        let (f, msg) = split5424(&q[1]);
+        assert_eq!(f[0], "<171>1"); // HIGH → err
+        assert_eq!(f[5], "verdict");
+        let v: serde_json::Value = serde_json::from_str(msg).unwrap();
+        assert_eq!(v["event_type"], "verdict");
+        assert_eq!(v["verdict"]["level"], "HIGH");
+    }
+
+    #[test]
+    fn rfc3164_frame_has_bsd_timestamp_and_tag() {
+        let c = SyslogConfig {
+            format: SyslogFormat::Rfc3164,
+            facility: "daemon".into(),
+            ..cfg(
+                SyslogTransport::Udp,
+                &format!("127.0.0.1:{}", closed_port()),
+            )
+        };
+        let mut s = Syslog::open(&c, "box-a").unwrap();
+        s.verdict(&verdict(Level::Critical, "[]"));
+        let q = queued_text(&s);
+        // daemon (3) * 8 + crit (2) = 26
+        let want = format!(
+            "<26>Jan 27 18:32:05 box-a phantomnet[{}]: {{",
+            std::process::id()
+        );
+        assert!(q[0].starts_with(&want), "{}", q[0]);
+    }
+
+    #[test]
+    fn levels_and_priorities_filter_events() {
+        let c = SyslogConfig {
+            min_level: "HIGH".into(),
+            alert_priority: 2,
+            ..cfg(
+                SyslogTransport::Udp,
+                &format!("127.0.0.1:{}", closed_port()),
+            )
+        };
+        let mut s = Syslog::open(&c, "b").unwrap();
+        s.verdict(&verdict(Level::Warning, "[]"));
+        s.verdict(&verdict(Level::High, "[]"));
+        s.verdict(&verdict(Level::Critical, "[]"));
+        s.alert(&alert(1));
+        s.alert(&alert(2));
+        s.alert(&alert(3));
+        s.alert(&alert(4));
+        assert_eq!(s.stats().queued, 4);
+        let c = SyslogConfig {
+            alert_priority: 0,
+            ..c
+        };
+        let mut s = Syslog::open(&c, "b").unwrap();
+        s.alert(&alert(1));
+        assert_eq!(s.stats().queued, 0);
+    }
+
+    #[test]
+    fn severities_follow_level_and_priority() {
+        assert_eq!(verdict_severity(Level::Critical), 2);
+        assert_eq!(verdict_severity(Level::High), 3);
+        assert_eq!(verdict_severity(Level::Warning), 4);
+        assert_eq!(alert_severity(1), 3);
+        assert_eq!(alert_severity(2), 4);
+        assert_eq!(alert_severity(3), 5);
+        assert_eq!(alert_severity(4), 6);
+        assert_eq!(facility_code("local5"), Some(21));
+        assert_eq!(facility_code("KERN"), Some(0));
+        assert_eq!(facility_code("local8"), None);
+    }
+
+    #[test]
+    fn host_port_is_checked_without_resolving() {
+        assert_eq!(split_host_port("10.0.0.1:514"), Ok(("10.0.0.1", 514)));
+        assert_eq!(split_host_port("logs.lan:6514"), Ok(("logs.lan", 6514)));
+        assert_eq!(split_host_port("[fd00::1]:514"), Ok(("fd00::1", 514)));
+        for bad in [
+            "10.0.0.1",
+            "logs.lan:",
+            ":514",
+            "fd00::1:514",
+            "h:0",
+            "h:99999",
+        ] {
+            let e = split_host_port(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_in_both_formats() {
+        let mut s = String::new();
+        rfc3339(&mut s, 0);
+        s.push('|');
+        rfc3339(&mut s, -1);
+        s.push('|');
+        bsd_timestamp(&mut s, 951_782_400_000_001);
+        s.push('|');
+        bsd_timestamp(&mut s, TS + 10 * 86_400_000_000);
+        assert_eq!(
+            s,
+            "1970-01-01T00:00:00.000000Z|1969-12-31T23:59:59.999999Z|Feb 29 00:00:00|Feb  6 18:32:05"
+        );
+    }
+
+    #[test]
+    fn oversize_events_are_dropped_and_counted() {
+        let c = SyslogConfig {
+            max_message: 480,
+            ..cfg(
+                SyslogTransport::Udp,
+                &format!("127.0.0.1:{}", closed_port()),
+            )
+        };
+        let mut s = Syslog::open(&c, "b").unwrap();
+        let long = format!("[{{\"kind\":\"x\",\"text\":\"{}\"}}]", "a".repeat(600));
+        s.verdict(&verdict(Level::High, &long));
+        s.verdict(&verdict(Level::High, "[]"));
+        let st = s.stats();
+        assert_eq!((st.queued, st.dropped_oversize), (1, 1));
+    }
+
+    #[test]
+    fn udp_sends_one_datagram_per_event() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let c = cfg(SyslogTransport::Udp, &rx.local_addr().unwrap().to_string());
+        let mut s = Syslog::open(&c, "box-u").unwrap();
+        for p in 1..=3 {
+            s.alert(&alert(p));
+        }
+        s.drain(Instant::now());
+        let st = s.stats();
+        assert_eq!((st.sent, st.queue_len, st.dropped()), (3, 0, 0));
+        assert!(st.connected);
+        let mut buf = [0u8; 4096];
+        for p in 1..=3u8 {
+            let n = rx.recv(&mut buf).unwrap();
+            let m = std::str::from_utf8(&buf[..n]).unwrap();
+            let (f, msg) = split5424(m);
+            assert_eq!(f[0], format!("<{}>1", 168 + alert_severity(p)));
+            let v: serde_json::Value = serde_json::from_str(msg).unwrap();
+            assert_eq!(v["alert"]["severity"], p);
+            assert_eq!(v["host"], "box-u");
+        }
+    }
+
+    #[test]
+    fn unix_datagrams_reach_the_local_socket() {
+        let dir = std::env::temp_dir().join(format!("pn-syslog-unix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let c = SyslogConfig {
+            socket: path.clone(),
+            format: SyslogFormat::Rfc3164,
+            ..cfg(SyslogTransport::Unix, "")
+        };
+        let mut s = Syslog::open(&c, "box-x").unwrap();
+        s.verdict(&verdict(Level::Warning, "[]"));
+        s.drain(Instant::now());
+        let mut buf = [0u8; 4096];
+        let n = rx.recv(&mut buf).unwrap();
+        let m = std::str::from_utf8(&buf[..n]).unwrap();
+        // syslog(3)'s local form: no HOSTNAME.
+        let tag = format!("<172>Jan 27 18:32:05 phantomnet[{}]: ", std::process::id());
+        assert!(m.starts_with(&tag), "{m}");
+        let v: serde_json::Value = serde_json::from_str(&m[tag.len()..]).unwrap();
+        assert_eq!(v["host"], "box-x");
+        // The daemon goes away: the next message is dropped and counted, nothing panics.
+        drop(rx);
+        std::fs::remove_file(&path).unwrap();
+        s.verdict(&verdict(Level::Warning, "[]"));
+        s.drain(Instant::now());
+        let st = s.stats();
+        assert_eq!((st.sent, st.dropped_send, st.connected), (1, 1, false));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Reads octet-counted frames (`LEN SP MSG`) until `n` arrived.
+    fn read_frames(stream: &mut TcpStream, n: usize) -> Vec<String> {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut data = Vec::new();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while out.len() < n {
+            let k = stream.read(&mut buf).unwrap();
+            assert!(k > 0, "connection closed after {} frames", out.len());
+            data.extend_from_slice(&buf[..k]);
+            loop {
+                let Some(sp) = data.iter().position(|&b| b == b' ') else {
+                    break;
+                };
+                let len: usize = std::str::from_utf8(&data[..sp]).unwrap().parse().unwrap();
+                if data.len() < sp + 1 + len {
+                    break;
+                }
+                out.push(String::from_utf8(data[sp + 1..sp + 1 + len].to_vec()).unwrap());
+                data.drain(..sp + 1 + len);
+            }
+        }
+        assert!(data.is_empty(), "trailing bytes: {data:?}");
+        out
+    }
+
+    /// Drains until the queue is empty (the connect completes on loopback at once).
+    fn drain_all(s: &mut Syslog, now: Instant) {
+        for _ in 0..1000 {
+            s.drain(now);
+            if s.stats().queue_len == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("queue did not drain: {:?} {:?}", s.stats(), s.last_error());
+    }
+
+    #[test]
+    fn tcp_uses_octet_counting_and_reconnects_after_the_collector_restarts() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = cfg(
+            SyslogTransport::Tcp,
+            &listener.local_addr().unwrap().to_string(),
+        );
+        let mut s = Syslog::open(&c, "box-t").unwrap();
+        let t0 = Instant::now();
+        for p in 1..=4 {
+            s.alert(&alert(p));
+        }
+        drain_all(&mut s, t0);
+        let (mut conn, _) = listener.accept().unwrap();
+        let frames = read_frames(&mut conn, 4);
+        for f in &frames {
+            let (h, msg) = split5424(f);
+            assert_eq!(h[5], "alert");
+            let v: serde_json::Value = serde_json::from_str(msg).unwrap();
+            assert_eq!(v["host"], "box-t");
+        }
+        assert_eq!(s.stats().connects, 1);
+        // The collector restarts: the old connection dies. Writes fail within a few
+        // messages (RST → EPIPE); the failed message stays queued, whole.
+        drop(conn);
+        let mut n = 0;
+        while s.stats().connect_failures == 0 {
+            s.verdict(&verdict(Level::High, "[]"));
+            s.drain(t0);
+            n += 1;
+            assert!(n < 1000, "a dead connection was never noticed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!s.stats().connected);
+        // Inside the backoff nothing is attempted.
+        s.drain(t0 + Duration::from_millis(100));
+        assert_eq!(s.stats().connects, 1);
+        // After it, a new connection carries what is still queued, frames intact.
+        let pending = s.stats().queue_len;
+        assert!(pending >= 1);
+        drain_all(&mut s, t0 + Duration::from_secs(1));
+        assert_eq!(s.stats().connects, 2);
+        let (mut conn, _) = listener.accept().unwrap();
+        let frames = read_frames(&mut conn, pending);
+        assert!(frames.iter().all(|f| split5424(f).0[5] == "verdict"));
+        let st = s.stats();
+        assert_eq!(
+            st.queued,
+            st.sent + st.dropped_send + st.dropped_at_exit + st.queue_len as u64
+        );
+    }
+
+    #[test]
+    fn collector_down_fills_the_queue_counts_drops_and_backs_off() {
+        let c = SyslogConfig {
+            queue: 4,
+            reconnect_max_s: 2,
+            exit_grace_ms: 5_000,
+            ..cfg(
+                SyslogTransport::Tcp,
+                &format!("127.0.0.1:{}", closed_port()),
+            )
+        };
+        let t = Instant::now();
+        let mut s = Syslog::open(&c, "b").unwrap();
+        for _ in 0..10 {
+            s.alert(&alert(1));
+            s.drain(Instant::now());
+        }
+        let st = s.stats();
+        assert_eq!((st.queued, st.dropped_full, st.sent), (4, 6, 0));
+        assert!(!st.connected);
+        assert!(st.connect_failures >= 1, "{st:?}");
+        // The backoff doubles up to reconnect_max_s.
+        let now = Instant::now();
+        let mut at = now;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let before = s.stats().connect_failures;
+            let next = s.next_attempt.unwrap();
+            waits.push(next.saturating_duration_since(at).as_millis());
+            at = next;
+            s.drain(next);
+            // Loopback refuses at once; allow a connect still in flight to resolve.
+            while s.stats().connect_failures == before {
+                std::thread::sleep(Duration::from_millis(1));
+                s.drain(next);
+            }
+        }
+        assert!(waits[1..] == [1000, 2000, 2000, 2000], "{waits:?}");
+        // At exit: one failed attempt, no waiting out the grace; what is left is counted.
+        s.flush_before_exit();
+        let st = s.stats();
+        assert_eq!((st.dropped_at_exit, st.queue_len), (4, 0));
+        assert_eq!(st.dropped(), 10);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(s.last_error().is_some_and(|e| e.contains("127.0.0.1")));
+        let mut text = String::new();
+        st.prometheus(&mut text);
+        assert!(
+            text.contains("phantomnet_syslog_dropped_total 10\n"),
+            "{text}"
+        );
+        assert!(text.contains("phantomnet_syslog_messages_total{outcome=\"dropped_full\"} 6\n"));
+    }
+
+    #[test]
+    fn exit_flush_delivers_what_is_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = cfg(
+            SyslogTransport::Tcp,
+            &listener.local_addr().unwrap().to_string(),
+        );
+        let mut s = Syslog::open(&c, "b").unwrap();
+        for _ in 0..50 {
+            s.verdict(&verdict(Level::Warning, "[]"));
+        }
+        s.flush_before_exit();
+        let st = s.stats();
+        assert_eq!((st.sent, st.dropped()), (50, 0));
+        let (mut conn, _) = listener.accept().unwrap();
+        assert_eq!(read_frames(&mut conn, 50).len(), 50);
+    }
+}
