@@ -1039,10 +1039,7 @@ mod tests {
             let k = stream.read(&mut buf).unwrap();
             assert!(k > 0, "connection closed after {} frames", out.len());
             data.extend_from_slice(&buf[..k]);
-            loop {
-                let Some(sp) = data.iter().position(|&b| b == b' ') else {
-                    break;
-                };
+            while let Some(sp) = data.iter().position(|&b| b == b' ') {
                 let len: usize = std::str::from_utf8(&data[..sp]).unwrap().parse().unwrap();
                 if data.len() < sp + 1 + len {
                     break;
