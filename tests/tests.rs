@@ -9,3 +9,4 @@ mod model;
 mod pipeline;
 mod rules;
 mod store;
+mod syslog;
