@@ -203,8 +203,11 @@ fn syslog_summary(stderr: &str) -> (u64, u64) {
     (sent, dropped)
 }
 
-/// Alerts as (sid, src, dst) and verdicts as (host, level, risk), sorted, from SQLite.
-fn db_events(db: &Path) -> (Vec<(i64, String, String)>, Vec<(String, String, i64)>) {
+/// Alerts as (sid, src, dst) and verdicts as (host, level, risk), each sorted.
+type Events = (Vec<(i64, String, String)>, Vec<(String, String, i64)>);
+
+/// The events in SQLite.
+fn db_events(db: &Path) -> Events {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut s = c.prepare("SELECT sid, src, dst FROM alerts").unwrap();
     let mut alerts: Vec<(i64, String, String)> = s
@@ -226,10 +229,7 @@ fn db_events(db: &Path) -> (Vec<(i64, String, String)>, Vec<(String, String, i64
 }
 
 /// The same from collector lines, checking each is one EVE object naming the appliance.
-fn collector_events(
-    lines: &[String],
-    appliance: &str,
-) -> (Vec<(i64, String, String)>, Vec<(String, String, i64)>) {
+fn collector_events(lines: &[String], appliance: &str) -> Events {
     let mut alerts = Vec::new();
     let mut verdicts = Vec::new();
     for l in lines {
