@@ -266,13 +266,14 @@ fn rsyslog_receives_every_alert_and_verdict_over_udp_and_tcp() {
         return;
     };
     let dir = TempDir::new("syslog-deliver");
-    for transport in ["udp", "tcp"] {
-        let appliance = format!("site-{transport}");
+    // RFC 5424 over both transports; BSD format too, as OpenWrt's logd relays it.
+    for (transport, format) in [("udp", "rfc5424"), ("tcp", "rfc5424"), ("udp", "rfc3164")] {
+        let appliance = format!("site-{transport}-{format}");
         let cfg = config_with_syslog(
             &dir,
             &appliance,
             &format!(
-                "enabled = true\ntransport = \"{transport}\"\nserver = \"127.0.0.1:{}\"\n",
+                "enabled = true\ntransport = \"{transport}\"\nformat = \"{format}\"\nserver = \"127.0.0.1:{}\"\n",
                 rs.port
             ),
         );
@@ -316,7 +317,7 @@ fn rsyslog_receives_every_alert_and_verdict_over_udp_and_tcp() {
             .count();
         assert_eq!(eve_events, total, "{transport}: EVE file vs SQLite");
         eprintln!(
-            "syslog over {transport}: {} alerts + {} verdicts delivered to rsyslog ({:.2} s replay)",
+            "syslog over {transport} ({format}): {} alerts + {} verdicts delivered to rsyslog ({:.2} s replay)",
             alerts.len(),
             verdicts.len(),
             r.secs
