@@ -231,6 +231,81 @@ impl Default for VerdictConfig {
     }
 }
 
+/// How events travel to a syslog collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    /// One datagram per event to `server`.
+    Udp,
+    /// A TCP stream to `server` with octet-counted framing (RFC 6587).
+    Tcp,
+    /// Datagrams to the local syslog socket (`socket`, usually /dev/log).
+    Unix,
+}
+
+/// How a syslog message around the EVE JSON is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG` (RFC 5424).
+    Rfc5424,
+    /// `<PRI>Mmm dd hh:mm:ss HOST APP[PID]: MSG` (BSD syslog, RFC 3164; over the unix socket
+    /// without HOST, as syslog(3) writes it) for daemons that do not parse RFC 5424.
+    Rfc3164,
+}
+
+/// EVE events (alerts and verdicts) to a syslog collector; see src/syslog.rs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    pub enabled: bool,
+    pub transport: SyslogTransport,
+    /// `host:port` of the collector (udp, tcp). Resolved once at start-up.
+    pub server: String,
+    /// Local datagram socket (unix).
+    pub socket: PathBuf,
+    pub format: SyslogFormat,
+    /// Facility name: kern, user, daemon, auth, syslog, ..., local0 ..= local7.
+    pub facility: String,
+    /// APP-NAME of every message (collectors filter on it).
+    pub app_name: String,
+    /// HOSTNAME of every message ("" = the appliance name).
+    pub hostname: String,
+    /// Verdicts at or above this level are sent: WARNING, HIGH or CRITICAL.
+    pub min_level: String,
+    /// Alerts with a priority number at most this are sent (1 = highest .. 4; 0 = no alerts).
+    pub alert_priority: u8,
+    /// Messages waiting to be sent; when full, new events are dropped and counted.
+    pub queue: usize,
+    /// Largest message in bytes; larger events are dropped and counted.
+    pub max_message: usize,
+    /// Longest wait between reconnection attempts, in seconds (the backoff doubles up to it).
+    pub reconnect_max_s: u64,
+    /// At exit, how long to keep trying to deliver what is queued, in milliseconds.
+    pub exit_grace_ms: u64,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            enabled: false,
+            transport: SyslogTransport::Udp,
+            server: "127.0.0.1:514".into(),
+            socket: PathBuf::from("/dev/log"),
+            format: SyslogFormat::Rfc5424,
+            facility: "local5".into(),
+            app_name: "phantomnet".into(),
+            hostname: String::new(),
+            min_level: "WARNING".into(),
+            alert_priority: 4,
+            queue: 1024,
+            max_message: 16_384,
+            reconnect_max_s: 60,
+            exit_grace_ms: 2_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearningConfig {
@@ -272,6 +347,7 @@ pub struct Config {
     pub port_vars: std::collections::BTreeMap<String, String>,
     pub verdict: VerdictConfig,
     pub learning: LearningConfig,
+    pub syslog: SyslogConfig,
     /// Where the config came from (for messages); not a TOML key.
     #[serde(skip)]
     pub origin: String,
@@ -311,6 +387,7 @@ impl Config {
         fix(&mut self.output.db);
         fix(&mut self.output.eve);
         fix(&mut self.detection.model);
+        fix(&mut self.syslog.socket);
         self.detection.rules.iter_mut().for_each(fix);
         self.detection.intel.iter_mut().for_each(fix);
     }
@@ -435,6 +512,105 @@ impl Config {
                 "learning.duration",
                 format!("{} is too short (expected at least 60 seconds)", l.duration),
             ));
+        }
+        self.validate_syslog()?;
+        Ok(())
+    }
+
+    fn validate_syslog(&self) -> Result<(), ConfigError> {
+        let s = &self.syslog;
+        if crate::syslog::facility_code(&s.facility).is_none() {
+            return Err(self.invalid(
+                "syslog.facility",
+                format!(
+                    "`{}` is not a facility (expected one of: {})",
+                    s.facility,
+                    crate::syslog::FACILITIES.join(", ")
+                ),
+            ));
+        }
+        match s.min_level.parse::<crate::events::Level>() {
+            Ok(crate::events::Level::Safe) | Err(_) => {
+                return Err(self.invalid(
+                    "syslog.min_level",
+                    format!(
+                        "`{}` is not a verdict level (expected WARNING, HIGH or CRITICAL)",
+                        s.min_level
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+        if s.alert_priority > 4 {
+            return Err(self.invalid(
+                "syslog.alert_priority",
+                format!(
+                    "{} is out of range (expected 0 ..= 4; 0 sends no alerts)",
+                    s.alert_priority
+                ),
+            ));
+        }
+        if !(1..=1_048_576).contains(&s.queue) {
+            return Err(self.invalid(
+                "syslog.queue",
+                format!(
+                    "{} is out of range (expected 1 ..= 1048576 messages)",
+                    s.queue
+                ),
+            ));
+        }
+        if !(480..=65_000).contains(&s.max_message) {
+            return Err(self.invalid(
+                "syslog.max_message",
+                format!(
+                    "{} is out of range (expected 480 ..= 65000 bytes; a UDP datagram holds at most 65507)",
+                    s.max_message
+                ),
+            ));
+        }
+        if !(1..=3_600).contains(&s.reconnect_max_s) {
+            return Err(self.invalid(
+                "syslog.reconnect_max_s",
+                format!(
+                    "{} is out of range (expected 1 ..= 3600 seconds)",
+                    s.reconnect_max_s
+                ),
+            ));
+        }
+        if s.exit_grace_ms > 60_000 {
+            return Err(self.invalid(
+                "syslog.exit_grace_ms",
+                format!("{} is out of range (expected 0 ..= 60000)", s.exit_grace_ms),
+            ));
+        }
+        if s.app_name.is_empty()
+            || s.app_name.len() > 48
+            || !s.app_name.bytes().all(|b| (33..=126).contains(&b))
+        {
+            return Err(self.invalid(
+                "syslog.app_name",
+                format!(
+                    "`{}` must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME)",
+                    s.app_name
+                ),
+            ));
+        }
+        if s.hostname.len() > 255 || !s.hostname.bytes().all(|b| (33..=126).contains(&b)) {
+            return Err(self.invalid(
+                "syslog.hostname",
+                format!(
+                    "`{}` must be at most 255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)",
+                    s.hostname
+                ),
+            ));
+        }
+        if s.enabled && s.transport != SyslogTransport::Unix {
+            if let Err(msg) = crate::syslog::split_host_port(&s.server) {
+                return Err(self.invalid("syslog.server", msg));
+            }
+        }
+        if s.enabled && s.transport == SyslogTransport::Unix && s.socket.as_os_str().is_empty() {
+            return Err(self.invalid("syslog.socket", "must name a socket such as /dev/log"));
         }
         Ok(())
     }
@@ -574,6 +750,36 @@ mod tests {
         assert_eq!(key_at("a = 1\n", 2).as_deref(), Some("a"));
         assert_eq!(key_at("[x]\n", 1), None);
         assert_eq!(key_at("", 5), None);
+    }
+
+    #[test]
+    fn syslog_section_is_validated_by_key() {
+        let c = Config::parse(
+            "[syslog]\nenabled = true\ntransport = \"tcp\"\nserver = \"logs.lan:6514\"\nfacility = \"local0\"\nmin_level = \"HIGH\"\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(c.syslog.transport, SyslogTransport::Tcp);
+        for (text, key) in [
+            ("transport = \"sctp\"", "line 2"),
+            ("facility = \"local9\"", "syslog.facility"),
+            ("min_level = \"SAFE\"", "syslog.min_level"),
+            ("min_level = \"LOUD\"", "syslog.min_level"),
+            ("alert_priority = 5", "syslog.alert_priority"),
+            ("queue = 0", "syslog.queue"),
+            ("max_message = 70000", "syslog.max_message"),
+            ("app_name = \"phantom net\"", "syslog.app_name"),
+            ("hostname = \"a b\"", "syslog.hostname"),
+            ("enabled = true\nserver = \"nohost\"", "syslog.server"),
+            ("reconnect_max_s = 0", "syslog.reconnect_max_s"),
+        ] {
+            let e = Config::parse(&format!("[syslog]\n{text}\n"), "c")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // A disabled section is not held to a server it will never use.
+        Config::parse("[syslog]\nserver = \"nohost\"\n", "c").unwrap();
     }
 
     #[test]

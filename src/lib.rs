@@ -22,4 +22,5 @@ pub mod runtime;
 pub mod serve;
 pub mod stats;
 pub mod store;
+pub mod syslog;
 pub mod table;

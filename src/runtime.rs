@@ -19,6 +19,7 @@ use crate::rules::{RuleSet, RuleVars, RulesError};
 use crate::serve::Server;
 use crate::stats::Stage;
 use crate::store::{Batch, MaxRows, Store, StoreError, StoreOptions};
+use crate::syslog::{Syslog, SyslogError, SyslogStats};
 
 /// Everything that stops PhantomNet from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum RunError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Intel(#[from] IntelError),
+    #[error(transparent)]
+    Syslog(#[from] SyslogError),
     #[error("{0}")]
     Other(String),
 }
@@ -223,6 +226,8 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
 pub struct Outputs {
     pub store: Option<Store>,
     pub eve: Option<EveWriter>,
+    /// Alerts and verdicts to a syslog collector (config `[syslog]`).
+    pub syslog: Option<Syslog>,
     batch: Batch,
     write_flows: bool,
     scratch: String,
@@ -254,9 +259,17 @@ impl Outputs {
             }
             None => None,
         };
+        let syslog = if cfg.syslog.enabled {
+            let s = Syslog::open(&cfg.syslog, &appliance_name(cfg))?;
+            info!("syslog: sending events to {}", s.describe());
+            Some(s)
+        } else {
+            None
+        };
         Ok(Outputs {
             store,
             eve,
+            syslog,
             batch: Batch::new(cfg.tables.outbox * 8),
             write_flows: cfg.output.flows,
             scratch: String::with_capacity(256),
@@ -281,6 +294,9 @@ impl Outputs {
                     warn_eve(&err);
                 }
             }
+            if let Some(s) = &mut self.syslog {
+                s.alert(&row);
+            }
             if self.store.is_some() {
                 let _ = self.batch.alert(&row);
             }
@@ -293,6 +309,9 @@ impl Outputs {
                 if let Err(err) = e.verdict(&row) {
                     warn_eve(&err);
                 }
+            }
+            if let Some(s) = &mut self.syslog {
+                s.verdict(&row);
             }
             if self.store.is_some() {
                 let _ = self.batch.verdict(&row);
@@ -324,6 +343,9 @@ impl Outputs {
             if let Err(err) = e.flush() {
                 warn_eve(&err);
             }
+        }
+        if let Some(s) = &mut self.syslog {
+            s.drain(Instant::now());
         }
         if let Some(store) = &mut self.store {
             if !self.batch.is_empty() {
@@ -362,6 +384,30 @@ impl Outputs {
 
     pub fn dropped(&self) -> u64 {
         self.batch.dropped()
+    }
+
+    /// Syslog output counters (None when `[syslog]` is off).
+    pub fn syslog_stats(&self) -> Option<SyslogStats> {
+        self.syslog.as_ref().map(Syslog::stats)
+    }
+
+    /// Before the process ends: give the syslog queue a bounded grace to reach the
+    /// collector, then log what was delivered and dropped.
+    pub fn flush_before_exit(&mut self) {
+        if let Some(s) = &mut self.syslog {
+            s.flush_before_exit();
+            let st = s.stats();
+            info!(
+                "syslog: {} events sent to {}, {} dropped (queue full {}, oversize {}, send failed {}, at exit {})",
+                st.sent,
+                s.describe(),
+                st.dropped(),
+                st.dropped_full,
+                st.dropped_oversize,
+                st.dropped_send,
+                st.dropped_at_exit
+            );
+        }
     }
 }
 
@@ -672,6 +718,7 @@ impl Pipeline {
         self.engine.drain_flows();
         self.outputs.flush(&mut self.engine);
         advance_learning(self);
+        self.outputs.flush_before_exit();
         self.info.capture_done = true;
     }
 }

@@ -294,6 +294,7 @@ pub fn status_json(engine: &Engine, outputs: &Outputs, info: &RunInfo) -> serde_
         },
         "outbox_drops": s.outbox_drops,
         "learning": info.learning,
+        "syslog": outputs.syslog.as_ref().map(crate::syslog::Syslog::status_json),
         "generated_at": crate::runtime::unix_now(),
     })
 }

@@ -11,3 +11,4 @@ mod model;
 mod pipeline;
 mod rules;
 mod store;
+mod syslog;
