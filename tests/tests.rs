@@ -5,7 +5,9 @@ mod util;
 
 mod capture;
 mod decode;
+mod intel;
 mod model;
 mod pipeline;
+mod reload;
 mod rules;
 mod store;
