@@ -636,11 +636,19 @@ fn advance_learning(p: &mut Pipeline) {
 /// Reloads rules, intel and model after SIGHUP; a bad file keeps the old one.
 fn reload(cfg: &Config, engine: &mut Engine) {
     info!("SIGHUP: reloading rules, intel and model");
+    // Files that now yield nothing (garbage, truncated) count as bad when the old set had
+    // something: detection must not silently stop.
     match load_rules(cfg) {
+        Ok(Some(r)) if r.is_empty() && engine.rules.as_ref().is_some_and(|o| !o.is_empty()) => {
+            warn!("reload: keeping the old rules: no rule loaded from the new files")
+        }
         Ok(r) => engine.rules = r,
         Err(e) => warn!("reload: keeping the old rules: {e}"),
     }
     match load_intel(cfg) {
+        Ok(Some(i)) if i.is_empty() && engine.intel.as_ref().is_some_and(|o| !o.is_empty()) => {
+            warn!("reload: keeping the old intel lists: no entry loaded from the new lists")
+        }
         Ok(i) => engine.intel = i,
         Err(e) => warn!("reload: keeping the old intel lists: {e}"),
     }

@@ -436,6 +436,43 @@ fn detection_filter_tracks_sources_separately_and_unique_ports() {
     assert_eq!(hit(&mut set, &from(A, 22), STATELESS), [1]);
 }
 
+/// A `threshold` next to a `detection_filter` (PhantomNet extension) rate-limits what the
+/// filter lets through: a scan yields one alert a minute, not one per probe.
+#[test]
+fn detection_filter_with_threshold_limit_caps_alerts() {
+    for order in [
+        "detection_filter:track by_src, count 2, seconds 10, unique_on dst_port; threshold:type limit, track by_src, count 1, seconds 60;",
+        "threshold:type limit, track by_src, count 1, seconds 60; detection_filter:track by_src, count 2, seconds 10, unique_on dst_port;",
+    ] {
+        let mut set = load_ok(&format!(
+            "alert tcp any any -> any any (flags:S; {order} sid:1;)"
+        ));
+        let mut flow = FlowRuleState::default();
+        let mut at = |port: u16, secs: i64| {
+            sids_of(&mut set, &tcp(port, 0x02, b""), secs * 1_000_000, STATELESS, &mut flow).len()
+        };
+        // Ports 1..=2 are under the filter; 3 passes it and alerts; 4..=9 are capped.
+        let first: usize = (1..=9).map(|p| at(p, 0)).sum();
+        assert_eq!(first, 1, "{order}");
+        // A new detection_filter window at t=20 passes again, but the limit's minute holds.
+        let second: usize = (1..=9).map(|p| at(p, 20)).sum();
+        assert_eq!(second, 0, "{order}");
+        // After the limit's minute, the next window alerts once more.
+        let third: usize = (1..=9).map(|p| at(p, 70)).sum();
+        assert_eq!(third, 1, "{order}");
+    }
+    // Two of a kind stay refused, as in Suricata.
+    for bad in [
+        "threshold:type limit, track by_src, count 1, seconds 60; threshold:type both, track by_src, count 1, seconds 60;",
+        "detection_filter:track by_src, count 1, seconds 60; detection_filter:track by_dst, count 1, seconds 60;",
+        "detection_filter:track by_src, count 1, seconds 60; threshold:type limit, track by_src, count 1, seconds 60; threshold:type limit, track by_src, count 1, seconds 60;",
+    ] {
+        let (set, rep) = load(&format!("alert tcp any any -> any any ({bad} sid:1;)"));
+        assert_eq!(set.len(), 0, "{bad}");
+        assert!(rep.skipped[0].reason.contains("one threshold and one detection_filter"), "{:?}", rep.skipped);
+    }
+}
+
 // ---------------------------------------------------------------- scaling
 
 fn generated_rules(n: usize) -> String {
