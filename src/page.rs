@@ -174,7 +174,7 @@ fn verdict_chart(o: &mut String, d: &PageData) {
             if k == 0 || max == 0 {
                 continue;
             }
-            let h = (k as f64 / max as f64 * (H - 14.0)).max(1.5);
+            let h = (k as f64 / max as f64 * (H - 24.0)).max(1.5);
             y -= h;
             let _ = write!(
                 o,
@@ -185,7 +185,7 @@ fn verdict_chart(o: &mut String, d: &PageData) {
         }
     }
     if max > 0 {
-        let _ = write!(o, "<text x=\"2\" y=\"11\" class=axis>{}</text>", count(max));
+        let _ = write!(o, "<text x=\"2\" y=\"20\" class=axis>{}</text>", count(max));
     }
     o.push_str("</svg>");
     if first > 0.0 {
@@ -218,7 +218,7 @@ fn rate_chart(o: &mut String, st: &Status, d: &PageData) {
     } else {
         let t0 = d.rate[0].0;
         let span = (d.rate[d.rate.len() - 1].0 - t0).max(1e-9);
-        let scale = if max > 0.0 { (H - 14.0) / max } else { 0.0 };
+        let scale = if max > 0.0 { (H - 24.0) / max } else { 0.0 };
         o.push_str("<polyline class=rate points=\"");
         for (t, r) in &d.rate {
             let _ = write!(o, "{:.1},{:.1} ", (t - t0) / span * W, H - r * scale);
@@ -226,7 +226,7 @@ fn rate_chart(o: &mut String, st: &Status, d: &PageData) {
         o.push_str("\"/>");
         let _ = write!(
             o,
-            "<text x=\"2\" y=\"11\" class=axis>{}/s</text>",
+            "<text x=\"2\" y=\"20\" class=axis>{}/s</text>",
             count(max.round() as u64)
         );
     }

@@ -36,9 +36,9 @@ use crate::stats::{Histogram, Stage};
 use crate::store::{LevelCounts, Table};
 
 /// Connections open at once; more are answered 503 and closed.
-pub const MAX_CONNS: usize = 64;
+pub const MAX_CONNS: usize = 256;
 /// Requests handed to the loop and not yet answered; more are answered 503.
-pub const MAX_INFLIGHT: usize = 16;
+pub const MAX_INFLIGHT: usize = 64;
 /// Largest request head (request line and headers) accepted.
 pub const MAX_REQUEST_BYTES: usize = 8192;
 /// A client must send its whole request head within this time.

@@ -8,4 +8,5 @@ mod decode;
 mod model;
 mod pipeline;
 mod rules;
+mod serve;
 mod store;
