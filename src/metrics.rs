@@ -147,7 +147,13 @@ fn push_value(out: &mut String, v: f64) {
 }
 
 /// The whole `/metrics` document.
-pub fn render(engine: &Engine, outputs: &Outputs, info: &RunInfo, http: &HttpCounters) -> String {
+pub fn render(
+    engine: &Engine,
+    outputs: &Outputs,
+    info: &RunInfo,
+    http: &HttpCounters,
+    http_poll: &Histogram,
+) -> String {
     use Kind::{Counter, Gauge, Histogram as Hist};
     let s = &engine.stats;
     let mut m = Exposition::new();
@@ -359,6 +365,12 @@ pub fn render(engine: &Engine, outputs: &Outputs, info: &RunInfo, http: &HttpCou
         "Database transactions that failed.",
         outputs.store_failures as f64,
     );
+    m.family(
+        "phantomnet_http_loop_seconds",
+        Hist,
+        "Wall time the detection loop spent answering HTTP, per tick that answered something.",
+    );
+    m.histogram("phantomnet_http_loop_seconds", &[], http_poll);
     m.single(
         "phantomnet_http_connections_total",
         Counter,

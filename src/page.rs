@@ -387,7 +387,8 @@ fn latency(o: &mut String, st: &Status) {
     }
     o.push_str(
         "</tbody></table><p class=note>Percentiles are bucket upper bounds (powers of two). \
-         Per-frame stages time one frame in 64.</p></section>",
+         Per-frame stages time one frame in 64; http is the loop's time answering requests \
+         per tick.</p></section>",
     );
 }
 

@@ -136,6 +136,8 @@ pub struct Server {
     counters: Arc<IoCounters>,
     /// Requests the loop answered.
     pub requests_answered: u64,
+    /// Wall time each poll that answered something took from the loop.
+    pub poll_time: Histogram,
     cache: [Option<(Instant, Arc<[u8]>)>; 3],
     rate: RateRing,
 }
@@ -180,6 +182,7 @@ impl Server {
             answers: ans_tx,
             counters,
             requests_answered: 0,
+            poll_time: Histogram::default(),
             cache: [None, None, None],
             rate: RateRing::default(),
         })
@@ -195,6 +198,7 @@ impl Server {
     pub fn poll(&mut self, engine: &Engine, outputs: &Outputs, info: &RunInfo) {
         self.rate.sample(Instant::now(), engine.stats.frames);
         let t = Instant::now();
+        let mut answered = false;
         for _ in 0..MAX_PER_POLL {
             if t.elapsed() >= POLL_BUDGET {
                 break;
@@ -204,6 +208,7 @@ impl Server {
                 Err(_) => break,
             };
             self.requests_answered += 1;
+            answered = true;
             let answer = self.route(p, engine, outputs, info);
             match self.answers.try_send(answer) {
                 Ok(()) => {}
@@ -211,6 +216,9 @@ impl Server {
                 Err(TrySendError::Full(_)) => debug!("HTTP: answer queue full; answer dropped"),
                 Err(TrySendError::Disconnected(_)) => break,
             }
+        }
+        if answered {
+            self.poll_time.record(t.elapsed().as_nanos() as u64);
         }
     }
 
@@ -264,7 +272,7 @@ impl Server {
                         Ok(s) => s,
                         Err(e) => return reply(Reply::error(500, &e.to_string())),
                     },
-                    _ => metrics::render(engine, outputs, info, &self.counters()),
+                    _ => metrics::render(engine, outputs, info, &self.counters(), &self.poll_time),
                 };
                 let body: Arc<[u8]> = Arc::from(text.into_bytes());
                 self.cache[slot] = Some((Instant::now(), Arc::clone(&body)));
@@ -344,6 +352,7 @@ impl Server {
         let latency = Stage::ALL
             .iter()
             .map(|&st| LatencySummary::of(st.name(), &s.latency[st as usize]))
+            .chain(std::iter::once(LatencySummary::of("http", &self.poll_time)))
             .collect();
         Status {
             appliance: info.appliance.clone(),
