@@ -22,7 +22,7 @@ use crate::host::{HostTable, WINDOW_SECS};
 use crate::intel::IntelSet;
 use crate::model::Model;
 use crate::rules::{Action, PacketCtx, RuleHit, RuleSet};
-use crate::stats::{Stage, Stats, TIMING_SAMPLE};
+use crate::stats::{Stage, Stats};
 use crate::table::mix;
 
 /// Generator id of threat-intel alerts (rules use gid 1).
@@ -301,8 +301,8 @@ impl Engine {
             st.first_ts = ts;
         }
         st.last_ts = ts;
-        let timed = st.frames % TIMING_SAMPLE == 0;
-        if self.sec_started.is_none() {
+        let timed = st.time_this_frame();
+        if self.sec_started.is_none() && st.timing() {
             self.sec_started = Some(Instant::now());
         }
         let t0 = timed.then(Instant::now);
@@ -622,7 +622,8 @@ impl Engine {
 
     /// Features → score → correlation → verdict for every host active in `sec`.
     fn close_second(&mut self, sec: i64) {
-        let t_start = Instant::now();
+        let timing = self.stats.timing();
+        let t_start = timing.then(Instant::now);
         let mut counts = [0u64; 4];
         let end_ts = (sec + 1).saturating_mul(1_000_000);
         let mut score_ns = 0u64;
@@ -656,12 +657,14 @@ impl Engine {
             {
                 self.stats.outbox_drops += 1;
             }
-            let t_score = Instant::now();
+            let t_score = timing.then(Instant::now);
             let anomaly = match &self.model {
                 Some(m) if judged => Some(evaluate(m, &fv, &self.opts.verdict)),
                 _ => None,
             };
-            score_ns += t_score.elapsed().as_nanos() as u64;
+            if let Some(t) = t_score {
+                score_ns += t.elapsed().as_nanos() as u64;
+            }
             let host = self.hosts.table.get_mut(slot);
             let a = correlate::assess(&self.opts.verdict, anomaly.as_ref(), &host.evidence);
             host.evidence = Default::default();
@@ -696,12 +699,14 @@ impl Engine {
         {
             self.stats.outbox_drops += 1;
         }
-        let total = t_start.elapsed().as_nanos() as u64;
-        if score_ns > 0 {
-            self.stats.record(Stage::Score, score_ns);
+        if let Some(t_start) = t_start {
+            let total = t_start.elapsed().as_nanos() as u64;
+            if score_ns > 0 {
+                self.stats.record(Stage::Score, score_ns);
+            }
+            self.stats
+                .record(Stage::Correlate, total.saturating_sub(score_ns));
         }
-        self.stats
-            .record(Stage::Correlate, total.saturating_sub(score_ns));
         if let Some(t) = self.sec_started.take() {
             self.stats
                 .record(Stage::FrameToVerdict, t.elapsed().as_nanos() as u64);

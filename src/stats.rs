@@ -101,6 +101,15 @@ impl Histogram {
         Self::bound_ns(HIST_BUCKETS - 1)
     }
 
+    /// Cumulative counts in bucket order, paired with each bucket's upper bound in ns; the
+    /// last bucket also holds everything beyond its bound (`+Inf` in Prometheus terms).
+    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts.iter().enumerate().scan(0u64, |acc, (i, c)| {
+            *acc += c;
+            Some((Self::bound_ns(i), *acc))
+        })
+    }
+
     pub fn mean_ns(&self) -> f64 {
         if self.count == 0 {
             0.0
@@ -133,11 +142,27 @@ pub struct Stats {
     /// Packet time of the first and latest frame (µs).
     pub first_ts: i64,
     pub last_ts: i64,
+    /// Turns latency timing off (no clock reads at all): only for measuring what the
+    /// timing itself costs. Counters are kept either way.
+    pub timing_disabled: bool,
 }
 
 impl Stats {
     pub fn decode_errors_total(&self) -> u64 {
         self.decode_errors.iter().sum()
+    }
+
+    /// Whether the frame just counted in `frames` has its stages timed: one in
+    /// [`TIMING_SAMPLE`], unless timing is disabled.
+    #[inline]
+    pub fn time_this_frame(&self) -> bool {
+        !self.timing_disabled && self.frames % TIMING_SAMPLE == 0
+    }
+
+    /// Whether per-second work (scoring, correlation, frame-to-verdict) is timed.
+    #[inline]
+    pub fn timing(&self) -> bool {
+        !self.timing_disabled
     }
 
     #[inline]

@@ -727,6 +727,34 @@ impl Store {
             .map_err(|source| self.read_err("window counts", source))
     }
 
+    /// Host-windows judged at each level, summed into buckets of `bucket_s` seconds (keyed by
+    /// the bucket's start) for `ts >= since`, oldest first: the status page's chart.
+    pub fn window_series(
+        &self,
+        since: f64,
+        bucket_s: f64,
+    ) -> Result<Vec<(f64, LevelCounts)>, StoreError> {
+        let sql = "SELECT CAST(ts / ?2 AS INTEGER) AS b, total(safe), total(warning), \
+                   total(high), total(critical) FROM window_counts WHERE ts >= ?1 \
+                   GROUP BY b ORDER BY b";
+        self.query_vec(
+            "window series",
+            sql,
+            params![since, bucket_s.max(1.0)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as f64 * bucket_s.max(1.0),
+                    LevelCounts {
+                        safe: r.get::<_, f64>(1)? as u64,
+                        warning: r.get::<_, f64>(2)? as u64,
+                        high: r.get::<_, f64>(3)? as u64,
+                        critical: r.get::<_, f64>(4)? as u64,
+                    },
+                ))
+            },
+        )
+    }
+
     /// Learning-mode samples with `ts >= since`, sorted by time then host (as training needs).
     pub fn feature_samples(
         &self,

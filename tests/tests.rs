@@ -12,5 +12,6 @@ mod model;
 mod pipeline;
 mod reload;
 mod rules;
+mod serve;
 mod store;
 mod syslog;
