@@ -245,6 +245,17 @@ impl Default for LearningConfig {
     }
 }
 
+/// How `run` behaves as a system service.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// When `run` starts as root: the user (name or numeric id) it switches to right after
+    /// opening the capture socket ("" = stay root, with a warning).
+    pub user: String,
+    /// Group (name or numeric id) to switch to ("" = the user's primary group).
+    pub group: String,
+}
+
 /// The whole configuration as written in TOML.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +273,7 @@ pub struct Config {
     pub port_vars: std::collections::BTreeMap<String, String>,
     pub verdict: VerdictConfig,
     pub learning: LearningConfig,
+    pub service: ServiceConfig,
     /// Where the config came from (for messages); not a TOML key.
     #[serde(skip)]
     pub origin: String,
@@ -393,6 +405,15 @@ impl Config {
             return Err(self.invalid(
                 "verdict.range_factor",
                 format!("{} must be a number >= 1.0", v.range_factor),
+            ));
+        }
+        if self.service.user.is_empty() && !self.service.group.is_empty() {
+            return Err(self.invalid(
+                "service.group",
+                format!(
+                    "`{}` is set but service.user is empty (expected a user to switch to as well)",
+                    self.service.group
+                ),
             ));
         }
         let l = &self.learning;

@@ -17,6 +17,7 @@ pub mod flow;
 pub mod host;
 pub mod intel;
 pub mod model;
+pub mod privdrop;
 pub mod rules;
 pub mod runtime;
 pub mod serve;
