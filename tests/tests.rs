@@ -6,6 +6,7 @@ mod util;
 mod capture;
 mod decode;
 mod model;
+mod packaging;
 mod pipeline;
 mod rules;
 mod store;
