@@ -330,6 +330,17 @@ impl Default for LearningConfig {
     }
 }
 
+/// How `run` behaves as a system service.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// When `run` starts as root: the user (name or numeric id) it switches to right after
+    /// opening the capture socket ("" = stay root, with a warning).
+    pub user: String,
+    /// Group (name or numeric id) to switch to ("" = the user's primary group).
+    pub group: String,
+}
+
 /// The whole configuration as written in TOML.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -348,6 +359,7 @@ pub struct Config {
     pub verdict: VerdictConfig,
     pub learning: LearningConfig,
     pub syslog: SyslogConfig,
+    pub service: ServiceConfig,
     /// Where the config came from (for messages); not a TOML key.
     #[serde(skip)]
     pub origin: String,
@@ -492,6 +504,15 @@ impl Config {
             return Err(self.invalid(
                 "verdict.range_floor",
                 format!("{} must be a number >= 0", v.range_floor),
+            ));
+        }
+        if self.service.user.is_empty() && !self.service.group.is_empty() {
+            return Err(self.invalid(
+                "service.group",
+                format!(
+                    "`{}` is set but service.user is empty (expected a user to switch to as well)",
+                    self.service.group
+                ),
             ));
         }
         let l = &self.learning;

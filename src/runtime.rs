@@ -837,6 +837,8 @@ pub fn run_live(
         ..capture::live::LiveOptions::default()
     };
     let mut src = capture::open_live(iface, &opts)?;
+    // Root is needed for the capture socket only: switch to [service] user from here on.
+    crate::privdrop::drop_privileges(&cfg.service, &cfg.origin)?;
     let engine = build_engine(&cfg, det, false);
     let db = cfg.output.db.clone();
     let eve = (!cfg.output.eve.as_os_str().is_empty()).then(|| cfg.output.eve.clone());

@@ -413,7 +413,10 @@ impl Server {
                 samples_stored: learning_samples,
                 progress: info.learning.clone(),
             },
-            syslog: outputs.syslog.as_ref().map(crate::syslog::Syslog::status_json),
+            syslog: outputs
+                .syslog
+                .as_ref()
+                .map(crate::syslog::Syslog::status_json),
             latency,
             store: StoreStatus {
                 path: outputs
