@@ -23,7 +23,7 @@ case "$flavour" in
 esac
 sed -e "s|^interface = \"\"|interface = \"$iface\"|" \
     -e "s|^db = \".*\"|db = \"$db\"|" \
-    -e "s|^rules = \[\"\.\./rules/|rules = [\"$share/rules/|" \
+    -e "/^rules = /s|\"\.\./rules/|\"$share/rules/|g" \
     -e "s|^model = \"\.\./models/|model = \"$share/models/|" \
     -e "s|^max_rows = [0-9]*|max_rows = $max_rows|" \
     -e "s|^max_bytes = [0-9]*|max_bytes = $max_bytes|" \

@@ -17,6 +17,7 @@ tar_repro=(--sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DAT
 
 share_files() { # ROOT: rules and model under /usr/share/phantomnet
   install -D -m 0644 "$root/rules/phantomnet.rules" "$1/usr/share/phantomnet/rules/phantomnet.rules"
+  install -D -m 0644 "$root/rules/phantomnet-threats.rules" "$1/usr/share/phantomnet/rules/phantomnet-threats.rules"
   install -D -m 0644 "$root/models/default.json" "$1/usr/share/phantomnet/models/default.json"
 }
 

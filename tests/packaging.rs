@@ -39,9 +39,10 @@ fn shipped_configs_load_and_point_at_installed_paths() {
     );
     assert_eq!(
         deb.detection.rules,
-        vec![PathBuf::from(
-            "/usr/share/phantomnet/rules/phantomnet.rules"
-        )]
+        vec![
+            PathBuf::from("/usr/share/phantomnet/rules/phantomnet.rules"),
+            PathBuf::from("/usr/share/phantomnet/rules/phantomnet-threats.rules"),
+        ]
     );
     assert_eq!(
         deb.detection.model,
@@ -68,11 +69,9 @@ fn shipped_config_passes_check_with_staged_share_dir() {
     let share = d.join("usr/share/phantomnet");
     std::fs::create_dir_all(share.join("rules")).unwrap();
     std::fs::create_dir_all(share.join("models")).unwrap();
-    std::fs::copy(
-        repo().join("rules/phantomnet.rules"),
-        share.join("rules/phantomnet.rules"),
-    )
-    .unwrap();
+    for f in ["phantomnet.rules", "phantomnet-threats.rules"] {
+        std::fs::copy(repo().join("rules").join(f), share.join("rules").join(f)).unwrap();
+    }
     std::fs::copy(
         repo().join("models/default.json"),
         share.join("models/default.json"),
