@@ -920,16 +920,37 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, range_factor: f64) -> AnomalyEvid
     } else {
         0.0
     };
-    let mut contrib = [0f64; N_FEATURES];
-    m.explain(fv, &mut contrib);
-    let z = m.feature_z(fv);
     let mut ev = AnomalyEvidence {
         score,
         level,
         margin,
-        agreement: m.tree_agreement(fv),
         ..Default::default()
     };
+    // Range guard: the forest cannot split beyond its training range, so values far above
+    // the training maximum are evidence of their own.
+    let mut excess = [0f64; N_FEATURES];
+    m.range_excess(fv, &mut excess);
+    let max = m.calibration().features.max;
+    for f in 0..N_FEATURES {
+        if excess[f] > range_factor - 1.0 && usize::from(ev.n_breaches) < ev.breaches.len() {
+            ev.breaches[usize::from(ev.n_breaches)] = RangeBreach {
+                feature: f as u8,
+                value: fv[f],
+                train_max: max[f] as f32,
+            };
+            ev.n_breaches += 1;
+        }
+    }
+    // Drivers and tree agreement only matter when the anomaly counts as evidence
+    // (correlate ignores a normal score without breaches); skipping them saves most of the
+    // per-window scoring cost.
+    if level == AnomalyLevel::Normal && ev.n_breaches == 0 {
+        return ev;
+    }
+    ev.agreement = m.tree_agreement(fv);
+    let mut contrib = [0f64; N_FEATURES];
+    m.explain(fv, &mut contrib);
+    let z = m.feature_z(fv);
     // Drivers: features the forest isolated on, weighted by how unusual their value is.
     let mut ranked: [(f64, usize); N_FEATURES] = [(0.0, 0); N_FEATURES];
     for (f, r) in ranked.iter_mut().enumerate() {
@@ -947,21 +968,6 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, range_factor: f64) -> AnomalyEvid
             contribution: contrib[f] as f32,
         };
         ev.n_drivers += 1;
-    }
-    // Range guard: the forest cannot split beyond its training range, so values far above
-    // the training maximum are evidence of their own.
-    let mut excess = [0f64; N_FEATURES];
-    m.range_excess(fv, &mut excess);
-    let max = m.calibration().features.max;
-    for f in 0..N_FEATURES {
-        if excess[f] > range_factor - 1.0 && usize::from(ev.n_breaches) < ev.breaches.len() {
-            ev.breaches[usize::from(ev.n_breaches)] = RangeBreach {
-                feature: f as u8,
-                value: fv[f],
-                train_max: max[f] as f32,
-            };
-            ev.n_breaches += 1;
-        }
     }
     ev
 }
