@@ -230,7 +230,8 @@ struct Group {
 /// of rules that may match any port.
 #[derive(Debug, Default)]
 struct Class {
-    ports: HashMap<u16, u32>,
+    /// Looked up for every packet: a multiply-fold hash, not SipHash (keys come from rules).
+    ports: HashMap<u16, u32, threshold::KeyHash>,
     wide: u32,
 }
 
