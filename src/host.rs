@@ -266,12 +266,35 @@ impl HostTable {
             0,
             ts,
             |h| {
-                *h = Host {
-                    first_seen: ts,
-                    last_seen: ts,
-                    active_sec: i64::MIN,
-                    ..Host::default()
-                };
+                // Field by field: building a whole 1.7 KiB host and copying it in cost
+                // ~3% of the benchmark. Stale buckets only need a second that `bucket`
+                // resets and `window` skips. (Destructured so a new field must be reset.)
+                let Host {
+                    buckets,
+                    baseline,
+                    first_seen,
+                    last_seen,
+                    active_sec,
+                    evidence,
+                    last_level,
+                    last_risk,
+                    max_level,
+                    windows,
+                    flagged_windows,
+                } = h;
+                for b in buckets.iter_mut() {
+                    b.sec = i64::MIN;
+                }
+                *baseline = Baseline::default();
+                *first_seen = ts;
+                *last_seen = ts;
+                *active_sec = i64::MIN;
+                *evidence = Evidence::default();
+                *last_level = 0;
+                *last_risk = 0;
+                *max_level = 0;
+                *windows = 0;
+                *flagged_windows = 0;
             },
             |_, h| {
                 evicted = true;
