@@ -461,11 +461,7 @@ impl Pipeline {
         let mut last_flush = Instant::now();
         let mut n: u64 = 0;
         loop {
-            let next = src.next_frame();
-            let next = match next {
-                Ok(x) => x,
-                Err(e) => return Err(e.into()),
-            };
+            let next = src.next_frame()?;
             match next {
                 Next::Frame(f) => {
                     self.engine.process_frame(f.ts, f.link, f.data, f.wire_len);
