@@ -4,93 +4,25 @@
 //! with the default rules and model loaded. Outbox flushing to SQLite is per-tick work and
 //! runs uncounted, as the run loop does it.
 //!
-//! A separate test target because a global allocator is process-wide; `unsafe` is allowed
-//! here only, to implement `GlobalAlloc` by delegating to the system allocator.
-#![allow(unsafe_code)]
+//! A separate test target because a global allocator is process-wide; the allocator lives in
+//! util/count_alloc.rs (shared with the benchmark), the one file allowed `unsafe`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(unused_imports)]
 #[path = "util/mod.rs"]
 mod util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "util/count_alloc.rs"]
+mod count_alloc;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use count_alloc::counted;
 
 use phantomnet::config::Config;
 use phantomnet::engine::Engine;
 use phantomnet::runtime::{self, Outputs};
 use util::scenario::*;
-
-/// Counts allocations made by threads that switched counting on (the test harness runs
-/// other tests, and tiny_http or SQLite may run threads, so counting is per thread).
-struct Counting;
-
-static COUNTED: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Set while a backtrace of an allocation is being taken (which itself allocates).
-    static TRACING: Cell<bool> = const { Cell::new(false) };
-    static FIRST_SITES: Cell<u32> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    let counting = COUNTING.try_with(Cell::get).unwrap_or(false);
-    if !counting {
-        return;
-    }
-    COUNTED.fetch_add(1, Ordering::Relaxed);
-    // With PHANTOMNET_ALLOC_TRACE set, print where the first few allocations came from.
-    let busy = TRACING.try_with(Cell::get).unwrap_or(true);
-    let shown = FIRST_SITES.try_with(Cell::get).unwrap_or(u32::MAX);
-    if !busy && shown < 5 {
-        let _ = TRACING.try_with(|t| t.set(true));
-        let _ = COUNTING.try_with(|c| c.set(false));
-        if std::env::var_os("PHANTOMNET_ALLOC_TRACE").is_some() {
-            eprintln!(
-                "allocation on the per-frame path:\n{}",
-                std::backtrace::Backtrace::force_capture()
-            );
-        }
-        let _ = FIRST_SITES.try_with(|c| c.set(shown + 1));
-        let _ = COUNTING.try_with(|c| c.set(true));
-        let _ = TRACING.try_with(|t| t.set(false));
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the bookkeeping above
-// touches only atomics and const-initialised thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Runs `f` with allocation counting on for this thread; returns what it allocated.
-fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = COUNTED.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    (r, COUNTED.load(Ordering::Relaxed) - before)
-}
 
 /// `secs` seconds of every scenario at once from `t0`: a LAN, a port scan, SSH brute force,
 /// a DNS tunnel, SQL injection, ARP spoofing and a spoofed SYN flood.
