@@ -636,6 +636,8 @@ impl Engine {
             if host.active_sec != sec {
                 continue;
             }
+            // Judged once per second even if the slot is listed twice (reused after eviction).
+            host.active_sec = i64::MIN + 1;
             let totals = WindowTotals::of(host, sec);
             let b = host.bucket(sec);
             let x = f64::from(b.pkts_out) + f64::from(b.pkts_in);
@@ -1025,34 +1027,12 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, cfg: &VerdictConfig) -> AnomalyEv
     } else {
         0.0
     };
-    let mut contrib = [0f64; N_FEATURES];
-    m.explain(fv, &mut contrib);
-    let z = m.feature_z(fv);
     let mut ev = AnomalyEvidence {
         score,
         level,
         margin,
-        agreement: m.tree_agreement(fv),
         ..Default::default()
     };
-    // Drivers: features the forest isolated on, weighted by how unusual their value is.
-    let mut ranked: [(f64, usize); N_FEATURES] = [(0.0, 0); N_FEATURES];
-    for (f, r) in ranked.iter_mut().enumerate() {
-        *r = (contrib[f] * (1.0 + z[f].max(0.0)), f);
-    }
-    ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    for &(w, f) in ranked.iter().take(3) {
-        if w <= 0.0 {
-            break;
-        }
-        ev.drivers[usize::from(ev.n_drivers)] = FeatureDriver {
-            feature: f as u8,
-            value: fv[f],
-            z: z[f] as f32,
-            contribution: contrib[f] as f32,
-        };
-        ev.n_drivers += 1;
-    }
     // Range guard: the forest cannot split beyond its training range, so values far above
     // the training maximum are evidence of their own. Log-scaled counts and rates compare in
     // raw units (factor × the training maximum, and at least `range_floor` more); other
@@ -1077,6 +1057,34 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, cfg: &VerdictConfig) -> AnomalyEv
             };
             ev.n_breaches += 1;
         }
+    }
+    // Drivers and tree agreement only matter when the anomaly counts as evidence
+    // (correlate ignores a normal score without breaches); skipping them saves most of the
+    // per-window scoring cost.
+    if level == AnomalyLevel::Normal && ev.n_breaches == 0 {
+        return ev;
+    }
+    ev.agreement = m.tree_agreement(fv);
+    let mut contrib = [0f64; N_FEATURES];
+    m.explain(fv, &mut contrib);
+    let z = m.feature_z(fv);
+    // Drivers: features the forest isolated on, weighted by how unusual their value is.
+    let mut ranked: [(f64, usize); N_FEATURES] = [(0.0, 0); N_FEATURES];
+    for (f, r) in ranked.iter_mut().enumerate() {
+        *r = (contrib[f] * (1.0 + z[f].max(0.0)), f);
+    }
+    ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for &(w, f) in ranked.iter().take(3) {
+        if w <= 0.0 {
+            break;
+        }
+        ev.drivers[usize::from(ev.n_drivers)] = FeatureDriver {
+            feature: f as u8,
+            value: fv[f],
+            z: z[f] as f32,
+            contribution: contrib[f] as f32,
+        };
+        ev.n_drivers += 1;
     }
     ev
 }

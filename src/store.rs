@@ -447,9 +447,7 @@ impl Store {
         for v in batch.verdicts() {
             tick.verdict(&v)?;
         }
-        for f in &batch.flows {
-            tick.flow(f)?;
-        }
+        tick.flows(&batch.flows)?;
         for (ts, counts) in &batch.windows {
             tick.window_counts(*ts, *counts)?;
         }
@@ -922,31 +920,42 @@ impl Tick<'_> {
     }
 
     pub fn flow(&mut self, f: &FlowRow) -> Result<(), StoreError> {
+        self.flows(std::slice::from_ref(f))
+    }
+
+    /// Many finished flows with one prepared statement: looking the statement up in the
+    /// cache for every row (hashing the SQL text) cost as much as SQLite's own insert work.
+    pub fn flows(&mut self, rows: &[FlowRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let s = &mut *self.store;
-        let src = s.ip_a.set(f.src);
-        let dst = s.ip_b.set(f.dst);
-        s.conn
+        let mut st = s
+            .conn
             .prepare_cached(INSERT_FLOW)
-            .and_then(|mut st| {
-                st.execute(params![
-                    f.flow_id as i64,
-                    micros_to_secs(f.start),
-                    micros_to_secs(f.end),
-                    src,
-                    f.src_port,
-                    dst,
-                    f.dst_port,
-                    proto_name(f.proto),
-                    to_i64(f.pkts_to_server),
-                    to_i64(f.pkts_to_client),
-                    to_i64(f.bytes_to_server),
-                    to_i64(f.bytes_to_client),
-                    f.tcp_flags,
-                    f.reason,
-                ])
-            })
             .map_err(|source| write_err(&s.path, "a flow", source))?;
-        self.rows += 1;
+        for f in rows {
+            let src = s.ip_a.set(f.src);
+            let dst = s.ip_b.set(f.dst);
+            st.execute(params![
+                f.flow_id as i64,
+                micros_to_secs(f.start),
+                micros_to_secs(f.end),
+                src,
+                f.src_port,
+                dst,
+                f.dst_port,
+                proto_name(f.proto),
+                to_i64(f.pkts_to_server),
+                to_i64(f.pkts_to_client),
+                to_i64(f.bytes_to_server),
+                to_i64(f.bytes_to_client),
+                f.tcp_flags,
+                f.reason,
+            ])
+            .map_err(|source| write_err(&s.path, "a flow", source))?;
+            self.rows += 1;
+        }
         Ok(())
     }
 

@@ -230,7 +230,8 @@ struct Group {
 /// of rules that may match any port.
 #[derive(Debug, Default)]
 struct Class {
-    ports: HashMap<u16, u32>,
+    /// Looked up for every packet: a multiply-fold hash, not SipHash (keys come from rules).
+    ports: HashMap<u16, u32, threshold::KeyHash>,
     wide: u32,
 }
 
@@ -437,6 +438,15 @@ impl RuleSet {
         self.classes = classes;
         self.seen = vec![false; max_pats];
         self.touched = Vec::with_capacity(max_pats);
+        // A packet gathers candidates from two groups (any-port and its port's), each at
+        // most its plain rules plus every pattern's rules, before dedup: reserve that much
+        // so `inspect` never grows the vector (the benchmark caught it growing).
+        let bound = |g: &Group| g.plain.len() + g.pat_rules.iter().map(Vec::len).sum::<usize>();
+        let most = self.groups.iter().map(bound).max().unwrap_or(0);
+        let need = (2 * most).max(self.rules.len());
+        if self.cands.capacity() < need {
+            self.cands = Vec::with_capacity(need);
+        }
     }
 
     fn compile_group(&self, members: &[u32]) -> Group {

@@ -757,6 +757,9 @@ fn parse_pcre(v: &str) -> Result<PMatch, String> {
         let short = first.lines().last().unwrap_or("").trim().to_string();
         format!("pcre: `/{pat}/` cannot be compiled (backreferences, lookaround and the like are not supported): {short}")
     })?;
+    // The regex's search cache is created on first use by a thread (which then owns it):
+    // create it now, at load, on the thread that runs the loop, not on a later packet.
+    let _ = re.is_match(b"");
     Ok(PMatch::Pcre {
         re,
         negated,

@@ -2,8 +2,64 @@
 //! oldest entry is evicted when full), so a flood of sources cannot grow memory.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use crate::decode::Micros;
+use crate::table::{mix, random_seed};
+
+/// Seeded multiply-fold hashing of tracking keys. SipHash over the 37-byte key cost more
+/// than the rest of `check` on the benchmark capture; the per-process seed still keeps
+/// remote senders from aiming at collisions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHash(u64);
+
+/// A fixed seed, for maps whose keys come from the rules, not from traffic.
+impl Default for KeyHash {
+    fn default() -> Self {
+        KeyHash(0x243f_6a88_85a3_08d3)
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    #[inline]
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = mix(self.0, u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = mix(self.0, u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.0 = mix(self.0, u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = mix(self.0, i);
+    }
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.0 = mix(self.0 ^ (i >> 64) as u64, i as u64);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreshKind {
@@ -67,7 +123,7 @@ struct Slot {
 /// The tracking table.
 #[derive(Debug)]
 pub struct Tracker {
-    map: HashMap<TKey, u32>,
+    map: HashMap<TKey, u32, KeyHash>,
     slots: Vec<Slot>,
     uniq: Vec<[u16; UNIQ_CAP]>,
     next: usize,
@@ -81,7 +137,7 @@ impl Tracker {
         let cap = cap.max(1);
         Tracker {
             // Twice the entries, so the map rehashes in place instead of growing.
-            map: HashMap::with_capacity(cap * 2 + 1),
+            map: HashMap::with_capacity_and_hasher(cap * 2 + 1, KeyHash(random_seed())),
             slots: vec![Slot::default(); cap],
             uniq: if unique {
                 vec![[0; UNIQ_CAP]; cap]

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Side by side on one capture: tcpdump (the I/O floor), Suricata 7 and PhantomNet with the
+# same rules, each RUNS times; prints medians of wall time, CPU time and peak RSS, and the
+# ratios. Wall time suffers on a busy machine; CPU time (user + sys) is the steadier figure.
+#
+# usage: scripts/side-by-side.sh [BENCH.pcap]      (default /tmp/bench.pcap)
+# env:   RUNS (default 5), PHANTOMNET (binary; default target/release/phantomnet, built if
+#        missing), SURICATA_YAML (default /etc/suricata/suricata.yaml)
+# needs: tcpdump, suricata 7 (Debian 12: add bookworm-backports, then
+#        apt-get install -t bookworm-backports suricata), /usr/bin/time, python3
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bench=${1:-/tmp/bench.pcap}
+runs=${RUNS:-5}
+pn=${PHANTOMNET:-$here/target/release/phantomnet}
+yaml=${SURICATA_YAML:-/etc/suricata/suricata.yaml}
+[ -f "$bench" ] || { echo "$bench: no such capture (build it: ../shared/bench/make-bench-pcap.sh $bench)" >&2; exit 2; }
+for t in tcpdump suricata /usr/bin/time python3; do
+  command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
+done
+if [ ! -x "$pn" ]; then (cd "$here" && cargo build --release); fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Our default rules in the dialect Suricata 7 accepts: detection_filter has no unique_on
+# before Suricata 8 (dropped: it then counts SYNs, not distinct ports), TELNET_PORTS is not
+# in its default vars, and a ';' inside a pcre must be escaped.
+python3 - "$here/rules/phantomnet.rules" "$work/suricata.rules" <<'PY'
+import re, sys
+out = []
+for line in open(sys.argv[1]):
+    line = re.sub(r",\s*unique_on\s+\w+", "", line)
+    line = line.replace("$TELNET_PORTS", "23")
+    line = re.sub(r'pcre:"(.*?)";', lambda m: 'pcre:"' + re.sub(r'(?<!\\);', r'\\;', m.group(1)) + '";', line)
+    out.append(line)
+open(sys.argv[2], "w").write("".join(out))
+PY
+mkdir -p "$work/suri"
+if ! suricata -T -c "$yaml" -S "$work/suricata.rules" -l "$work/suri" >"$work/suri-test.log" 2>&1; then
+  echo "suricata rejects the translated rules:" >&2; grep -E "^E:" "$work/suri-test.log" >&2; exit 1
+fi
+nrules=$(grep -cE '^(alert|drop|pass|reject)' "$work/suricata.rules")
+
+# one_run NAME CMD...: appends "name wall user sys maxrss_kb" to $work/runs
+one_run() {
+  local name=$1; shift
+  /usr/bin/time -f "$name %e %U %S %M" -o "$work/t" "$@" >/dev/null 2>"$work/err" || {
+    echo "$name failed:" >&2; tail -5 "$work/err" >&2; exit 1; }
+  cat "$work/t" >> "$work/runs"
+}
+: > "$work/runs"
+echo "capture $bench, $runs runs each, $nrules rules; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+for i in $(seq 1 "$runs"); do
+  one_run tcpdump tcpdump -r "$bench" -w /dev/null
+  rm -rf "$work/suri"/*
+  one_run suricata suricata -c "$yaml" -r "$bench" -k none --runmode single -S "$work/suricata.rules" -l "$work/suri"
+  rm -f "$work"/pn.db*
+  one_run phantomnet "$pn" --log warn replay "$bench" -c "$here/config/phantomnet.toml" --db "$work/pn.db"
+  echo "  run $i done" >&2
+done
+python3 - "$work/runs" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    n, wall, user, sys_, rss = line.split()
+    rows.setdefault(n, []).append((float(wall), float(user) + float(sys_), int(rss) / 1024))
+med = {n: tuple(statistics.median(r[i] for r in v) for i in range(3)) for n, v in rows.items()}
+print(f"{'tool':<12}{'wall s':>9}{'cpu s':>9}{'peak RSS MB':>13}")
+for n in ("tcpdump", "suricata", "phantomnet"):
+    w, c, r = med[n]
+    print(f"{n:<12}{w:>9.2f}{c:>9.2f}{r:>13.1f}")
+p, s, t = med["phantomnet"], med["suricata"], med["tcpdump"]
+print()
+print(f"PhantomNet / Suricata:  wall {p[0]/s[0]:.3f} (target <= 0.1), cpu {p[1]/s[1]:.3f}, RSS {p[2]/s[2]:.3f} (target <= 0.2)")
+print(f"PhantomNet / tcpdump:   wall {p[0]/t[0]:.2f} (target <= 3), cpu {p[1]/t[1]:.2f}")
+PY
