@@ -266,3 +266,90 @@ fn learning_mode_trains_switches_and_resumes_after_a_restart() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("using the learned model"));
 }
+
+#[test]
+fn eval_reports_an_exact_table_for_built_captures() {
+    let dir = TempDir::new("eval");
+    let mut benign = Capture::default();
+    let mut rng = Rng(21);
+    scenario::benign_lan(&mut benign, &mut rng, T0, 30);
+    benign.sort();
+    write_pcap(&dir.path("home.pcap"), &benign.frames);
+    let mut scan = Capture::default();
+    scenario::benign_lan(&mut scan, &mut rng, T0, 30);
+    scenario::port_scan(
+        &mut scan,
+        T0 + 10 * SEC,
+        (scenario::NAS, scenario::mac(30)),
+        600,
+    );
+    scan.sort();
+    write_pcap(&dir.path("scan.pcap"), &scan.frames);
+    let labels = dir.path("labels.tsv");
+    std::fs::write(&labels, "notes\tfile\tlabel\tattack_kind\nhome\thome.pcap\tbenign\t-\nnmap\tscan.pcap\tattack\tportscan\n")
+        .unwrap();
+    let out = run_ok(&[
+        "--log",
+        "warn",
+        "eval",
+        labels.to_str().unwrap(),
+        "--json",
+        "-c",
+        "config/phantomnet.toml",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = v["captures"].as_array().unwrap();
+    assert_eq!(caps.len(), 2);
+    let (home, attack) = (&caps[0], &caps[1]);
+    assert_eq!(home["file"], "home.pcap");
+    assert_eq!(home["label"], "benign");
+    assert_eq!(home["highest"], "SAFE", "{home}");
+    assert_eq!(home["flagged_windows"], 0);
+    assert_eq!(home["first_warning_s"], serde_json::Value::Null);
+    assert_eq!(home["frames"].as_u64().unwrap() as usize, benign.len());
+    assert_eq!(attack["kind"], "portscan");
+    assert!(
+        attack["highest"] == "HIGH" || attack["highest"] == "CRITICAL",
+        "{attack}"
+    );
+    // The scan starts 10 s in; the first verdict closes the second it is seen in.
+    let first = attack["first_warning_s"].as_f64().unwrap();
+    assert!((10.0..=12.0).contains(&first), "{attack}");
+    assert!(
+        attack["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "192.168.1.66"),
+        "the scanner is named: {attack}"
+    );
+    let s = &v["summary"];
+    assert_eq!(
+        s["attack"],
+        serde_json::json!({"captures": 1, "warning": 1, "high": 1})
+    );
+    assert_eq!(
+        s["benign"],
+        serde_json::json!({"captures": 1, "warning": 0, "high": 0})
+    );
+    assert_eq!(s["attack_by_kind"]["portscan"]["high"], 1);
+    assert_eq!(s["benign_flagged_windows"], 0);
+    // The plain table says the same.
+    let out = run_ok(&[
+        "--log",
+        "warn",
+        "eval",
+        labels.to_str().unwrap(),
+        "-c",
+        "config/phantomnet.toml",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("attack captures reaching WARNING: 1/1 (100%)   HIGH: 1/1 (100%)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("benign captures reaching WARNING: 0/1 (0%)   HIGH: 0/1 (0%)"),
+        "{table}"
+    );
+}
