@@ -1,7 +1,9 @@
 //! Fixed-capacity hash table with per-class LRU lists: the storage behind the flow, host
 //! and ARP tables.
 //!
-//! Everything is allocated once in `with_capacity`; inserting into a full table evicts the
+//! Everything is allocated once in `with_capacity` (slot arrays are filled up to their
+//! reserved capacity as entries arrive, so untouched capacity costs address space, not
+//! resident memory); inserting into a full table evicts the
 //! least recently seen entry (the oldest tail among the classes) and hands it to the caller,
 //! as Suricata's emergency mode and smoltcp's neighbor cache do. Each class (e.g. TCP, UDP,
 //! other) has its own recency list so per-class idle timeouts expire in O(expired).
@@ -34,19 +36,21 @@ pub fn random_seed() -> u64 {
 }
 
 pub struct LruTable<K: TableKey, V> {
-    keys: Box<[Option<K>]>,
-    vals: Box<[V]>,
-    hashes: Box<[u64]>,
-    last_seen: Box<[i64]>,
-    class: Box<[u8]>,
-    prev: Box<[u32]>,
-    next: Box<[u32]>,
+    keys: Vec<Option<K>>,
+    vals: Vec<V>,
+    hashes: Vec<u64>,
+    last_seen: Vec<i64>,
+    class: Vec<u8>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
     head: [u32; MAX_CLASSES],
     tail: [u32; MAX_CLASSES],
     free: u32,
-    index: Box<[u32]>,
+    /// Linear-probing index: 0 = empty, else slot + 1 (zeroed memory stays untouched).
+    index: Vec<u32>,
     mask: usize,
     len: usize,
+    cap: usize,
     seed: u64,
 }
 
@@ -54,34 +58,93 @@ pub struct LruTable<K: TableKey, V> {
 pub type Slot = u32;
 
 impl<K: TableKey, V: Default> LruTable<K, V> {
-    /// Allocates a table for `capacity` entries (at least 1). Values start as `V::default()`.
+    /// Reserves a table for `capacity` entries (at least 1). Slots are initialised as they
+    /// are first used, without allocating.
     pub fn with_capacity(capacity: usize, seed: u64) -> Self {
         let capacity = capacity.clamp(1, (u32::MAX / 4) as usize);
         let index_len = (capacity * 2).next_power_of_two();
-        let mut next = vec![NIL; capacity].into_boxed_slice();
-        for (i, n) in next.iter_mut().enumerate() {
-            *n = if i + 1 < capacity {
-                (i + 1) as u32
-            } else {
-                NIL
-            };
-        }
         LruTable {
-            keys: (0..capacity).map(|_| None).collect(),
-            vals: (0..capacity).map(|_| V::default()).collect(),
-            hashes: vec![0; capacity].into_boxed_slice(),
-            last_seen: vec![0; capacity].into_boxed_slice(),
-            class: vec![0; capacity].into_boxed_slice(),
-            prev: vec![NIL; capacity].into_boxed_slice(),
-            next,
+            keys: Vec::with_capacity(capacity),
+            vals: Vec::with_capacity(capacity),
+            hashes: Vec::with_capacity(capacity),
+            last_seen: Vec::with_capacity(capacity),
+            class: Vec::with_capacity(capacity),
+            prev: Vec::with_capacity(capacity),
+            next: Vec::with_capacity(capacity),
             head: [NIL; MAX_CLASSES],
             tail: [NIL; MAX_CLASSES],
-            free: 0,
-            index: vec![NIL; index_len].into_boxed_slice(),
+            free: NIL,
+            index: vec![0; index_len],
             mask: index_len - 1,
             len: 0,
+            cap: capacity,
             seed,
         }
+    }
+
+    /// A slot for a new entry: a freed one, a never-used one, or none when full.
+    fn take_slot(&mut self) -> Option<Slot> {
+        if self.free != NIL {
+            let s = self.free;
+            self.free = self.next[s as usize];
+            return Some(s);
+        }
+        if self.keys.len() < self.cap {
+            let s = self.keys.len() as Slot;
+            self.keys.push(None);
+            self.vals.push(V::default());
+            self.hashes.push(0);
+            self.last_seen.push(0);
+            self.class.push(0);
+            self.prev.push(NIL);
+            self.next.push(NIL);
+            return Some(s);
+        }
+        None
+    }
+
+    /// Finds `key` or inserts it (class `class`, last seen `now`), evicting the least recently
+    /// seen entry when full; `on_evict` sees the evicted key and value first. A new entry's
+    /// value is reset with `init`. Returns the slot and whether it was inserted.
+    #[inline]
+    pub fn find_or_insert(
+        &mut self,
+        key: K,
+        class: u8,
+        now: i64,
+        init: impl FnOnce(&mut V),
+        on_evict: impl FnOnce(&K, &mut V),
+    ) -> (Slot, bool) {
+        let h = key.hash_with(self.seed);
+        if let Some((_, s)) = self.find_hashed(&key, h) {
+            return (s, false);
+        }
+        let s = match self.take_slot() {
+            Some(s) => s,
+            None => {
+                let Some(victim) = self.oldest() else {
+                    return (NIL, false);
+                };
+                self.remove_with(victim, on_evict);
+                match self.take_slot() {
+                    Some(s) => s,
+                    None => return (NIL, false),
+                }
+            }
+        };
+        let su = s as usize;
+        self.keys[su] = Some(key);
+        self.hashes[su] = h;
+        self.last_seen[su] = now;
+        init(&mut self.vals[su]);
+        self.push_front(s, class.min(MAX_CLASSES as u8 - 1));
+        let mut i = self.ideal(h);
+        while self.index[i] != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i] = s + 1;
+        self.len += 1;
+        (s, true)
     }
 }
 
@@ -95,7 +158,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.keys.len()
+        self.cap
     }
 
     #[inline]
@@ -114,10 +177,11 @@ impl<K: TableKey, V> LruTable<K, V> {
     fn find_hashed(&self, key: &K, h: u64) -> Option<(usize, Slot)> {
         let mut i = self.ideal(h);
         loop {
-            let s = self.index[i];
-            if s == NIL {
+            let e = self.index[i];
+            if e == 0 {
                 return None;
             }
+            let s = e - 1;
             let su = s as usize;
             if self.hashes[su] == h && self.keys[su].as_ref() == Some(key) {
                 return Some((i, s));
@@ -218,10 +282,11 @@ impl<K: TableKey, V> LruTable<K, V> {
         let mut j = i;
         loop {
             j = (j + 1) & self.mask;
-            let s = self.index[j];
-            if s == NIL {
+            let e = self.index[j];
+            if e == 0 {
                 break;
             }
+            let s = e - 1;
             let k = self.ideal(self.hashes[s as usize]);
             // Move s back to i if its ideal position k is not cyclically in (i, j].
             let in_range = if i <= j {
@@ -230,11 +295,11 @@ impl<K: TableKey, V> LruTable<K, V> {
                 i < k || k <= j
             };
             if !in_range {
-                self.index[i] = s;
+                self.index[i] = e;
                 i = j;
             }
         }
-        self.index[i] = NIL;
+        self.index[i] = 0;
     }
 
     /// Removes an entry, handing its key and value to `f` before the slot is reused.
@@ -251,44 +316,6 @@ impl<K: TableKey, V> LruTable<K, V> {
         self.next[su] = self.free;
         self.free = slot;
         self.len -= 1;
-    }
-
-    /// Finds `key` or inserts it (class `class`, last seen `now`), evicting the least recently
-    /// seen entry when full; `on_evict` sees the evicted key and value first. A new entry's
-    /// value is reset with `init`. Returns the slot and whether it was inserted.
-    #[inline]
-    pub fn find_or_insert(
-        &mut self,
-        key: K,
-        class: u8,
-        now: i64,
-        init: impl FnOnce(&mut V),
-        on_evict: impl FnOnce(&K, &mut V),
-    ) -> (Slot, bool) {
-        let h = key.hash_with(self.seed);
-        if let Some((_, s)) = self.find_hashed(&key, h) {
-            return (s, false);
-        }
-        if self.free == NIL {
-            if let Some(victim) = self.oldest() {
-                self.remove_with(victim, on_evict);
-            }
-        }
-        let s = self.free;
-        let su = s as usize;
-        self.free = self.next[su];
-        self.keys[su] = Some(key);
-        self.hashes[su] = h;
-        self.last_seen[su] = now;
-        init(&mut self.vals[su]);
-        self.push_front(s, class.min(MAX_CLASSES as u8 - 1));
-        let mut i = self.ideal(h);
-        while self.index[i] != NIL {
-            i = (i + 1) & self.mask;
-        }
-        self.index[i] = s;
-        self.len += 1;
-        (s, true)
     }
 
     /// Removes every entry of class `class` last seen at or before `cutoff`, oldest first,
