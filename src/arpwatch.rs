@@ -1,6 +1,6 @@
 //! ARP watch: remembers which MAC answers for each IPv4 address and reports a changed
-//! binding (the mark of ARP poisoning) or a burst of gratuitous ARP claiming an address
-//! that was bound elsewhere.
+//! binding (the mark of ARP poisoning), and a MAC that sends unsolicited replies while
+//! claiming more than one address (a poisoner claiming the gateway besides its own).
 
 use std::net::Ipv4Addr;
 
@@ -25,7 +25,7 @@ struct Binding {
     changes: u32,
 }
 
-/// A changed IP→MAC binding.
+/// A changed IP→MAC binding, or one MAC claiming several addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpChange {
     pub ip: Ipv4Addr,
@@ -33,10 +33,54 @@ pub struct ArpChange {
     pub new_mac: [u8; 6],
     /// Changes of this binding within the last minute (flapping = two MACs fighting).
     pub changes: u32,
+    /// For a multi-claim: the other address the same MAC claimed (with an unsolicited reply
+    /// among the claims). `None` for a changed binding.
+    pub also_claims: Option<Ipv4Addr>,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Mac([u8; 6]);
+
+impl TableKey for Mac {
+    fn hash_with(&self, seed: u64) -> u64 {
+        let m = self.0;
+        mix(
+            u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]),
+            seed,
+        )
+    }
+}
+
+/// What one MAC claimed last.
+#[derive(Clone, Copy, Default, Debug)]
+struct Claim {
+    ip: u32,
+    ts: Micros,
+    /// When this MAC last sent an unsolicited reply (0 = never).
+    unsolicited: Micros,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Ask {
+    asker: u32,
+    target: u32,
+}
+
+impl TableKey for Ask {
+    fn hash_with(&self, seed: u64) -> u64 {
+        mix(u64::from(self.asker) | (u64::from(self.target) << 32), seed)
+    }
+}
+
+/// A reply counts as solicited when the matching request was seen this recently.
+const ASK_WINDOW: Micros = 10_000_000;
+/// Claims of two addresses by one MAC this close together are a multi-claim.
+const CLAIM_WINDOW: Micros = 60_000_000;
 
 pub struct ArpWatch {
     table: LruTable<Ip4, Binding>,
+    claims: LruTable<Mac, Claim>,
+    asks: LruTable<Ask, Micros>,
     /// Seconds a binding is trusted before a new MAC is taken as a legitimate re-addressing.
     stable_for: Micros,
     pub changes: u64,
@@ -46,6 +90,8 @@ impl ArpWatch {
     pub fn new(capacity: usize, seed: u64) -> Self {
         ArpWatch {
             table: LruTable::with_capacity(capacity, seed),
+            claims: LruTable::with_capacity(capacity, seed ^ 0x55),
+            asks: LruTable::with_capacity(capacity, seed ^ 0xaa),
             stable_for: 4 * 3600 * 1_000_000,
             changes: 0,
         }
@@ -69,8 +115,9 @@ impl ArpWatch {
         if ip.is_unspecified() || arp.sender_mac == [0; 6] || arp.sender_mac == [0xff; 6] {
             return None;
         }
-        let key = Ip4(u32::from(ip));
         let mac = arp.sender_mac;
+        let multi = self.track_claim(arp, ts);
+        let key = Ip4(u32::from(ip));
         let (slot, new) = self.table.find_or_insert(
             key,
             0,
@@ -88,11 +135,11 @@ impl ArpWatch {
         let prev_seen = self.table.last_seen(slot);
         self.table.touch(slot, ts);
         if new {
-            return None;
+            return multi;
         }
         let b = self.table.get_mut(slot);
         if b.mac == mac {
-            return None;
+            return multi;
         }
         let old = b.mac;
         if ts - b.last_change > 60_000_000 {
@@ -104,7 +151,7 @@ impl ArpWatch {
         b.since = ts;
         // A binding silent for hours that comes back with a new MAC is a replaced device.
         if ts - prev_seen > self.stable_for {
-            return None;
+            return multi;
         }
         self.changes += 1;
         Some(ArpChange {
@@ -112,7 +159,75 @@ impl ArpWatch {
             old_mac: old,
             new_mac: mac,
             changes: b.changes,
+            also_claims: None,
         })
+    }
+
+    /// Remembers requests (to tell solicited replies from unsolicited ones) and what each MAC
+    /// claims; reports a MAC claiming a second address within a minute when one of its claims
+    /// was an unsolicited reply.
+    fn track_claim(&mut self, arp: &ArpInfo, ts: Micros) -> Option<ArpChange> {
+        let (sender, target) = (u32::from(arp.sender_ip), u32::from(arp.target_ip));
+        if arp.op == 1 {
+            let (s, _) = self.asks.find_or_insert(
+                Ask {
+                    asker: sender,
+                    target,
+                },
+                0,
+                ts,
+                |t| *t = ts,
+                |_, _| {},
+            );
+            *self.asks.get_mut(s) = ts;
+            self.asks.touch(s, ts);
+        }
+        let unsolicited = arp.op == 2
+            && sender != target
+            && self
+                .asks
+                .find(&Ask {
+                    asker: target,
+                    target: sender,
+                })
+                .is_none_or(|s| ts - *self.asks.get(s) > ASK_WINDOW);
+        let (slot, new) = self.claims.find_or_insert(
+            Mac(arp.sender_mac),
+            0,
+            ts,
+            |c| {
+                *c = Claim {
+                    ip: sender,
+                    ts,
+                    unsolicited: 0,
+                }
+            },
+            |_, _| {},
+        );
+        self.claims.touch(slot, ts);
+        let c = self.claims.get_mut(slot);
+        if unsolicited {
+            c.unsolicited = ts;
+        }
+        let mut out = None;
+        if !new
+            && c.ip != sender
+            && ts - c.ts <= CLAIM_WINDOW
+            && c.unsolicited != 0
+            && ts - c.unsolicited <= CLAIM_WINDOW
+        {
+            self.changes += 1;
+            out = Some(ArpChange {
+                ip: arp.sender_ip,
+                old_mac: arp.sender_mac,
+                new_mac: arp.sender_mac,
+                changes: 1,
+                also_claims: Some(Ipv4Addr::from(c.ip)),
+            });
+        }
+        c.ip = sender;
+        c.ts = ts;
+        out
     }
 }
 
@@ -151,6 +266,61 @@ mod tests {
         let c = w.observe(&reply([10, 0, 0, 1], 1), 4_000_000).unwrap();
         assert_eq!(c.changes, 2);
         assert_eq!(w.changes, 2);
+    }
+
+    #[test]
+    fn unsolicited_reply_then_second_claim_is_reported() {
+        let mut w = ArpWatch::new(64, 1);
+        let poisoner = [2, 0, 0, 0, 0, 0x66];
+        let req = |mac: [u8; 6], sip: [u8; 4], tip: [u8; 4]| ArpInfo {
+            op: 1,
+            sender_mac: mac,
+            sender_ip: Ipv4Addr::from(sip),
+            target_mac: [0; 6],
+            target_ip: Ipv4Addr::from(tip),
+        };
+        // The poisoner asks as the gateway, then sends an unsolicited reply claiming it.
+        assert_eq!(
+            w.observe(&req(poisoner, [10, 0, 0, 1], [10, 0, 0, 7]), 0),
+            None
+        );
+        let unsolicited = ArpInfo {
+            op: 2,
+            target_ip: Ipv4Addr::new(10, 0, 0, 7),
+            ..req(poisoner, [10, 0, 0, 1], [0, 0, 0, 0])
+        };
+        assert_eq!(w.observe(&unsolicited, 1_000), None);
+        // Ten seconds later the same MAC asks with its own address.
+        let c = w
+            .observe(&req(poisoner, [10, 0, 0, 5], [10, 0, 0, 1]), 10_000_000)
+            .unwrap();
+        assert_eq!(c.ip, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(c.also_claims, Some(Ipv4Addr::new(10, 0, 0, 1)));
+    }
+
+    #[test]
+    fn solicited_replies_from_a_multi_address_host_are_fine() {
+        let mut w = ArpWatch::new(64, 1);
+        let router = [2, 0, 0, 0, 0, 1];
+        for (i, ip) in [[10, 0, 0, 1], [10, 0, 1, 1]].iter().enumerate() {
+            let t = i as i64 * 1_000_000;
+            let ask = ArpInfo {
+                op: 1,
+                sender_mac: [2, 0, 0, 0, 0, 9],
+                sender_ip: Ipv4Addr::new(10, 0, 0, 9),
+                target_mac: [0; 6],
+                target_ip: Ipv4Addr::from(*ip),
+            };
+            assert_eq!(w.observe(&ask, t), None);
+            let answer = ArpInfo {
+                op: 2,
+                sender_mac: router,
+                sender_ip: Ipv4Addr::from(*ip),
+                target_mac: ask.sender_mac,
+                target_ip: ask.sender_ip,
+            };
+            assert_eq!(w.observe(&answer, t + 100), None);
+        }
     }
 
     #[test]

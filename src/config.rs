@@ -166,7 +166,10 @@ pub struct DetectionConfig {
 impl Default for DetectionConfig {
     fn default() -> Self {
         DetectionConfig {
-            rules: vec![PathBuf::from("rules/phantomnet.rules")],
+            rules: vec![
+                PathBuf::from("rules/phantomnet.rules"),
+                PathBuf::from("rules/phantomnet-threats.rules"),
+            ],
             intel: vec![],
             model: PathBuf::from("models/default.json"),
             arp_watch: true,
@@ -186,9 +189,14 @@ pub struct VerdictConfig {
     pub anomaly_rare: u32,
     pub anomaly_very_rare: u32,
     pub anomaly_extreme: u32,
+    /// "Extreme" means a score at least this far above the highest training score.
+    pub extreme_margin: f64,
     pub range_breach: u32,
     /// Range guard: a feature breaches when above training max × this factor.
     pub range_factor: f64,
+    /// Range guard on log-scaled counts and rates: also at least this much above the
+    /// training maximum, in raw units (packets/s, flows, hosts, ports).
+    pub range_floor: f64,
     pub signature_p1: u32,
     pub signature_p2: u32,
     pub signature_p3: u32,
@@ -208,8 +216,10 @@ impl Default for VerdictConfig {
             anomaly_rare: 20,
             anomaly_very_rare: 30,
             anomaly_extreme: 50,
+            extreme_margin: 0.05,
             range_breach: 50,
             range_factor: 2.0,
+            range_floor: 25.0,
             signature_p1: 50,
             signature_p2: 35,
             signature_p3: 25,
@@ -217,6 +227,81 @@ impl Default for VerdictConfig {
             extra_signature: 10,
             intel: 40,
             arp_change: 50,
+        }
+    }
+}
+
+/// How events travel to a syslog collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    /// One datagram per event to `server`.
+    Udp,
+    /// A TCP stream to `server` with octet-counted framing (RFC 6587).
+    Tcp,
+    /// Datagrams to the local syslog socket (`socket`, usually /dev/log).
+    Unix,
+}
+
+/// How a syslog message around the EVE JSON is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG` (RFC 5424).
+    Rfc5424,
+    /// `<PRI>Mmm dd hh:mm:ss HOST APP[PID]: MSG` (BSD syslog, RFC 3164; over the unix socket
+    /// without HOST, as syslog(3) writes it) for daemons that do not parse RFC 5424.
+    Rfc3164,
+}
+
+/// EVE events (alerts and verdicts) to a syslog collector; see src/syslog.rs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    pub enabled: bool,
+    pub transport: SyslogTransport,
+    /// `host:port` of the collector (udp, tcp). Resolved once at start-up.
+    pub server: String,
+    /// Local datagram socket (unix).
+    pub socket: PathBuf,
+    pub format: SyslogFormat,
+    /// Facility name: kern, user, daemon, auth, syslog, ..., local0 ..= local7.
+    pub facility: String,
+    /// APP-NAME of every message (collectors filter on it).
+    pub app_name: String,
+    /// HOSTNAME of every message ("" = the appliance name).
+    pub hostname: String,
+    /// Verdicts at or above this level are sent: WARNING, HIGH or CRITICAL.
+    pub min_level: String,
+    /// Alerts with a priority number at most this are sent (1 = highest .. 4; 0 = no alerts).
+    pub alert_priority: u8,
+    /// Messages waiting to be sent; when full, new events are dropped and counted.
+    pub queue: usize,
+    /// Largest message in bytes; larger events are dropped and counted.
+    pub max_message: usize,
+    /// Longest wait between reconnection attempts, in seconds (the backoff doubles up to it).
+    pub reconnect_max_s: u64,
+    /// At exit, how long to keep trying to deliver what is queued, in milliseconds.
+    pub exit_grace_ms: u64,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            enabled: false,
+            transport: SyslogTransport::Udp,
+            server: "127.0.0.1:514".into(),
+            socket: PathBuf::from("/dev/log"),
+            format: SyslogFormat::Rfc5424,
+            facility: "local5".into(),
+            app_name: "phantomnet".into(),
+            hostname: String::new(),
+            min_level: "WARNING".into(),
+            alert_priority: 4,
+            queue: 1024,
+            max_message: 16_384,
+            reconnect_max_s: 60,
+            exit_grace_ms: 2_000,
         }
     }
 }
@@ -245,6 +330,17 @@ impl Default for LearningConfig {
     }
 }
 
+/// How `run` behaves as a system service.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// When `run` starts as root: the user (name or numeric id) it switches to right after
+    /// opening the capture socket ("" = stay root, with a warning).
+    pub user: String,
+    /// Group (name or numeric id) to switch to ("" = the user's primary group).
+    pub group: String,
+}
+
 /// The whole configuration as written in TOML.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +358,8 @@ pub struct Config {
     pub port_vars: std::collections::BTreeMap<String, String>,
     pub verdict: VerdictConfig,
     pub learning: LearningConfig,
+    pub syslog: SyslogConfig,
+    pub service: ServiceConfig,
     /// Where the config came from (for messages); not a TOML key.
     #[serde(skip)]
     pub origin: String,
@@ -301,6 +399,7 @@ impl Config {
         fix(&mut self.output.db);
         fix(&mut self.output.eve);
         fix(&mut self.detection.model);
+        fix(&mut self.syslog.socket);
         self.detection.rules.iter_mut().for_each(fix);
         self.detection.intel.iter_mut().for_each(fix);
     }
@@ -395,6 +494,27 @@ impl Config {
                 format!("{} must be a number >= 1.0", v.range_factor),
             ));
         }
+        if !(v.extreme_margin.is_finite() && (0.0..=1.0).contains(&v.extreme_margin)) {
+            return Err(self.invalid(
+                "verdict.extreme_margin",
+                format!("{} must be a number in 0 ..= 1", v.extreme_margin),
+            ));
+        }
+        if !(v.range_floor.is_finite() && v.range_floor >= 0.0) {
+            return Err(self.invalid(
+                "verdict.range_floor",
+                format!("{} must be a number >= 0", v.range_floor),
+            ));
+        }
+        if self.service.user.is_empty() && !self.service.group.is_empty() {
+            return Err(self.invalid(
+                "service.group",
+                format!(
+                    "`{}` is set but service.user is empty (expected a user to switch to as well)",
+                    self.service.group
+                ),
+            ));
+        }
         let l = &self.learning;
         if l.trees == 0 || l.trees > 1000 {
             return Err(self.invalid(
@@ -414,6 +534,105 @@ impl Config {
                 format!("{} is too short (expected at least 60 seconds)", l.duration),
             ));
         }
+        self.validate_syslog()?;
+        Ok(())
+    }
+
+    fn validate_syslog(&self) -> Result<(), ConfigError> {
+        let s = &self.syslog;
+        if crate::syslog::facility_code(&s.facility).is_none() {
+            return Err(self.invalid(
+                "syslog.facility",
+                format!(
+                    "`{}` is not a facility (expected one of: {})",
+                    s.facility,
+                    crate::syslog::FACILITIES.join(", ")
+                ),
+            ));
+        }
+        match s.min_level.parse::<crate::events::Level>() {
+            Ok(crate::events::Level::Safe) | Err(_) => {
+                return Err(self.invalid(
+                    "syslog.min_level",
+                    format!(
+                        "`{}` is not a verdict level (expected WARNING, HIGH or CRITICAL)",
+                        s.min_level
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+        if s.alert_priority > 4 {
+            return Err(self.invalid(
+                "syslog.alert_priority",
+                format!(
+                    "{} is out of range (expected 0 ..= 4; 0 sends no alerts)",
+                    s.alert_priority
+                ),
+            ));
+        }
+        if !(1..=1_048_576).contains(&s.queue) {
+            return Err(self.invalid(
+                "syslog.queue",
+                format!(
+                    "{} is out of range (expected 1 ..= 1048576 messages)",
+                    s.queue
+                ),
+            ));
+        }
+        if !(480..=65_000).contains(&s.max_message) {
+            return Err(self.invalid(
+                "syslog.max_message",
+                format!(
+                    "{} is out of range (expected 480 ..= 65000 bytes; a UDP datagram holds at most 65507)",
+                    s.max_message
+                ),
+            ));
+        }
+        if !(1..=3_600).contains(&s.reconnect_max_s) {
+            return Err(self.invalid(
+                "syslog.reconnect_max_s",
+                format!(
+                    "{} is out of range (expected 1 ..= 3600 seconds)",
+                    s.reconnect_max_s
+                ),
+            ));
+        }
+        if s.exit_grace_ms > 60_000 {
+            return Err(self.invalid(
+                "syslog.exit_grace_ms",
+                format!("{} is out of range (expected 0 ..= 60000)", s.exit_grace_ms),
+            ));
+        }
+        if s.app_name.is_empty()
+            || s.app_name.len() > 48
+            || !s.app_name.bytes().all(|b| (33..=126).contains(&b))
+        {
+            return Err(self.invalid(
+                "syslog.app_name",
+                format!(
+                    "`{}` must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME)",
+                    s.app_name
+                ),
+            ));
+        }
+        if s.hostname.len() > 255 || !s.hostname.bytes().all(|b| (33..=126).contains(&b)) {
+            return Err(self.invalid(
+                "syslog.hostname",
+                format!(
+                    "`{}` must be at most 255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)",
+                    s.hostname
+                ),
+            ));
+        }
+        if s.enabled && s.transport != SyslogTransport::Unix {
+            if let Err(msg) = crate::syslog::split_host_port(&s.server) {
+                return Err(self.invalid("syslog.server", msg));
+            }
+        }
+        if s.enabled && s.transport == SyslogTransport::Unix && s.socket.as_os_str().is_empty() {
+            return Err(self.invalid("syslog.socket", "must name a socket such as /dev/log"));
+        }
         Ok(())
     }
 }
@@ -425,9 +644,11 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = e
         .span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    let mut out = match line {
-        Some(l) => format!("line {l}: {msg}"),
-        None => msg.clone(),
+    let key = e.span().and_then(|s| key_at(text, s.start));
+    let mut out = match (line, key) {
+        (Some(l), Some(k)) => format!("line {l}: key `{k}`: {msg}"),
+        (Some(l), None) => format!("line {l}: {msg}"),
+        _ => msg.clone(),
     };
     // serde: "unknown field `x`, expected one of `a`, `b`"
     if let Some(rest) = msg.strip_prefix("unknown field `") {
@@ -440,6 +661,29 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         }
     }
     out
+}
+
+/// The dotted key (`section.key`) of the `key = value` line holding byte `at`, so a type
+/// error names the key and not just the line. `None` off such a line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text.get(at..)?.find('\n').map_or(text.len(), |i| at + i);
+    let key = text.get(start..end)?.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let section = text
+        .get(..start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.
@@ -510,6 +754,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("verdict.warning_risk"), "{e}");
+    }
+
+    /// Regression (hardening): a wrong TOML type named the line but not the key.
+    #[test]
+    fn type_errors_name_the_dotted_key() {
+        let e = Config::parse("[capture]\n\n[tables]\nflows = \"many\"\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4: key `tables.flows`"), "{e}");
+        let e = Config::parse("[capture]\npromiscuous = \"yes\" # comment = x\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `capture.promiscuous`"), "{e}");
+        assert_eq!(key_at("a = 1\n[x]\nb=2", 13).as_deref(), Some("x.b"));
+        assert_eq!(key_at("a = 1\n", 2).as_deref(), Some("a"));
+        assert_eq!(key_at("[x]\n", 1), None);
+        assert_eq!(key_at("", 5), None);
+    }
+
+    #[test]
+    fn syslog_section_is_validated_by_key() {
+        let c = Config::parse(
+            "[syslog]\nenabled = true\ntransport = \"tcp\"\nserver = \"logs.lan:6514\"\nfacility = \"local0\"\nmin_level = \"HIGH\"\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(c.syslog.transport, SyslogTransport::Tcp);
+        for (text, key) in [
+            ("transport = \"sctp\"", "line 2"),
+            ("facility = \"local9\"", "syslog.facility"),
+            ("min_level = \"SAFE\"", "syslog.min_level"),
+            ("min_level = \"LOUD\"", "syslog.min_level"),
+            ("alert_priority = 5", "syslog.alert_priority"),
+            ("queue = 0", "syslog.queue"),
+            ("max_message = 70000", "syslog.max_message"),
+            ("app_name = \"phantom net\"", "syslog.app_name"),
+            ("hostname = \"a b\"", "syslog.hostname"),
+            ("enabled = true\nserver = \"nohost\"", "syslog.server"),
+            ("reconnect_max_s = 0", "syslog.reconnect_max_s"),
+        ] {
+            let e = Config::parse(&format!("[syslog]\n{text}\n"), "c")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // A disabled section is not held to a server it will never use.
+        Config::parse("[syslog]\nserver = \"nohost\"\n", "c").unwrap();
     }
 
     #[test]

@@ -29,6 +29,10 @@ use crate::table::mix;
 pub const GID_INTEL: u32 = 9_001;
 /// Generator id of ARP-watch alerts.
 pub const GID_ARP: u32 = 9_002;
+/// Generator id of decoder-level anomalies (e.g. a multicast source address).
+pub const GID_DECODER: u32 = 9_003;
+/// Rule index used in signature evidence for "spoofed source address" (not a rule).
+const SPOOFED_SOURCE: u32 = u32::MAX;
 
 /// What raised an alert.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,6 +48,13 @@ pub enum AlertSource {
         old_mac: [u8; 6],
         new_mac: [u8; 6],
     },
+    /// One MAC claiming this address and `other` with unsolicited ARP replies.
+    ArpMultiClaim {
+        mac: [u8; 6],
+        other: [u8; 4],
+    },
+    /// A packet whose source is a multicast or broadcast address: spoofed by construction.
+    SpoofedSource,
 }
 
 /// An alert waiting in the outbox (strings are resolved when written).
@@ -186,6 +197,15 @@ impl Default for EngineOptions {
     }
 }
 
+/// Multicast or broadcast: a group address, never a valid source.
+#[inline]
+fn is_group_addr(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
 /// Only unicast, specified addresses are hosts (broadcast and multicast are destinations).
 #[inline]
 fn is_host_addr(ip: IpAddr) -> bool {
@@ -238,6 +258,11 @@ impl Engine {
 
     pub fn options(&self) -> &EngineOptions {
         &self.opts
+    }
+
+    /// Turns feature-sample collection (learning mode) on or off.
+    pub fn set_collect_samples(&mut self, on: bool) {
+        self.opts.collect_samples = on;
     }
 
     /// Link type of the frames given to `process`.
@@ -317,7 +342,9 @@ impl Engine {
         });
         let (sa, da) = (addr16(meta.src), addr16(meta.dst));
         let src_host = is_host_addr(meta.src).then(|| self.hosts.touch(sa, ts, sec));
-        let dst_host = is_host_addr(meta.dst).then(|| self.hosts.touch(da, ts, sec));
+        // A spoofed group source makes even a group destination a judged target (smurf).
+        let dst_host = (is_host_addr(meta.dst) || is_group_addr(meta.src))
+            .then(|| self.hosts.touch(da, ts, sec));
         let proto = meta.ip_proto;
         let syn_only = meta.is_syn_only();
         if let Some(h) = src_host {
@@ -383,6 +410,31 @@ impl Engine {
             self.stats.record(Stage::State, (b - a).as_nanos() as u64);
         }
         let flow_id = self.flows.table.get(upd.slot).id;
+        // A multicast or broadcast source is never legitimate (RFC 1122, RFC 4291): the packet
+        // is spoofed, typically to make others answer a victim (smurf). Once per flow.
+        if upd.new && is_group_addr(meta.src) {
+            let rec = AlertRec {
+                ts,
+                source: AlertSource::SpoofedSource,
+                src: meta.src,
+                src_port: meta.src_port,
+                dst: meta.dst,
+                dst_port: meta.dst_port,
+                proto,
+                flow_id,
+            };
+            self.stats.alerts += 1;
+            if !push_bounded(&mut self.outbox.alerts, rec) {
+                self.stats.outbox_drops += 1;
+            }
+            if let Some(h) = dst_host {
+                self.hosts
+                    .table
+                    .get_mut(h)
+                    .evidence
+                    .add_signature(SPOOFED_SOURCE, 2);
+            }
+        }
         // Threat intel: once per flow, on both ends.
         if upd.new {
             if let Some(intel) = &self.intel {
@@ -483,9 +535,15 @@ impl Engine {
         if let Some(change) = self.arp.observe(&arp, ts) {
             let rec = AlertRec {
                 ts,
-                source: AlertSource::Arp {
-                    old_mac: change.old_mac,
-                    new_mac: change.new_mac,
+                source: match change.also_claims {
+                    None => AlertSource::Arp {
+                        old_mac: change.old_mac,
+                        new_mac: change.new_mac,
+                    },
+                    Some(other) => AlertSource::ArpMultiClaim {
+                        mac: change.new_mac,
+                        other: other.octets(),
+                    },
                 },
                 src: IpAddr::V4(arp.sender_ip),
                 src_port: 0,
@@ -502,6 +560,14 @@ impl Engine {
             ev.arp_change = true;
             ev.arp_old_mac = change.old_mac;
             ev.arp_new_mac = change.new_mac;
+            if let Some(other) = change.also_claims {
+                // The other claimed address (often the gateway) is a victim of the same MAC.
+                let o = self.hosts.touch(addr16(IpAddr::V4(other)), ts, sec);
+                let ev = &mut self.hosts.table.get_mut(o).evidence;
+                ev.arp_change = true;
+                ev.arp_old_mac = change.new_mac;
+                ev.arp_new_mac = change.new_mac;
+            }
         }
     }
 
@@ -593,7 +659,7 @@ impl Engine {
             }
             let t_score = timing.then(Instant::now);
             let anomaly = match &self.model {
-                Some(m) if judged => Some(evaluate(m, &fv, self.opts.verdict.range_factor)),
+                Some(m) if judged => Some(evaluate(m, &fv, &self.opts.verdict)),
                 _ => None,
             };
             if let Some(t) = t_score {
@@ -708,6 +774,32 @@ impl Engine {
                     ..base
                 }
             }
+            AlertSource::ArpMultiClaim { mac, other } => {
+                scratch.clear();
+                let _ = write!(
+                    scratch,
+                    "PhantomNet ARP watch: {} claims {} and {} with unsolicited replies",
+                    fmt_mac(&mac),
+                    a.src,
+                    std::net::Ipv4Addr::from(other)
+                );
+                AlertRow {
+                    gid: GID_ARP,
+                    sid: 2,
+                    msg: scratch.as_str(),
+                    category: "Possible ARP spoofing",
+                    priority: 1,
+                    ..base
+                }
+            }
+            AlertSource::SpoofedSource => AlertRow {
+                gid: GID_DECODER,
+                sid: 1,
+                msg: "PhantomNet decoder: multicast or broadcast source address (spoofed packet)",
+                category: "Misc activity",
+                priority: 2,
+                ..base
+            },
             AlertSource::Arp { old_mac, new_mac } => {
                 scratch.clear();
                 let _ = write!(
@@ -793,6 +885,13 @@ impl Engine {
     }
 
     fn rule_ident(&self, rule: u32) -> (u32, u32, String) {
+        if rule == SPOOFED_SOURCE {
+            return (
+                GID_DECODER,
+                1,
+                "packets with a multicast or broadcast source address (spoofed)".into(),
+            );
+        }
         match &self.rules {
             Some(r) if (rule as usize) < r.len() => {
                 let i = r.info(rule);
@@ -908,13 +1007,14 @@ pub fn describe_feature(f: u8, v: f32) -> String {
 }
 
 /// Model output for one feature vector: score, calibrated level, drivers, range breaches.
-pub fn evaluate(m: &Model, fv: &FeatureVector, range_factor: f64) -> AnomalyEvidence {
+pub fn evaluate(m: &Model, fv: &FeatureVector, cfg: &VerdictConfig) -> AnomalyEvidence {
     let score = m.score(fv);
     let q = m.calibration().score;
-    let (level, lo, hi) = if score > q.max {
-        (AnomalyLevel::Extreme, q.max, 1.0)
+    let extreme = q.max + cfg.extreme_margin;
+    let (level, lo, hi) = if score >= extreme {
+        (AnomalyLevel::Extreme, extreme, 1.0)
     } else if score >= q.p99_9 {
-        (AnomalyLevel::VeryRare, q.p99_9, q.max)
+        (AnomalyLevel::VeryRare, q.p99_9, extreme)
     } else if score >= q.p99 {
         (AnomalyLevel::Rare, q.p99, q.p99_9)
     } else {
@@ -954,12 +1054,22 @@ pub fn evaluate(m: &Model, fv: &FeatureVector, range_factor: f64) -> AnomalyEvid
         ev.n_drivers += 1;
     }
     // Range guard: the forest cannot split beyond its training range, so values far above
-    // the training maximum are evidence of their own.
+    // the training maximum are evidence of their own. Log-scaled counts and rates compare in
+    // raw units (factor × the training maximum, and at least `range_floor` more); other
+    // unbounded features in units of their training range; shares in [0, 1] never breach.
     let mut excess = [0f64; N_FEATURES];
     m.range_excess(fv, &mut excess);
     let max = m.calibration().features.max;
     for f in 0..N_FEATURES {
-        if excess[f] > range_factor - 1.0 && usize::from(ev.n_breaches) < ev.breaches.len() {
+        let breach = match features::GUARD[f] {
+            features::Guard::LogCount => {
+                let (raw, raw_max) = (f64::from(fv[f]).exp_m1(), max[f].exp_m1().max(0.0));
+                raw > cfg.range_factor * raw_max && raw - raw_max >= cfg.range_floor
+            }
+            features::Guard::Linear => excess[f] > cfg.range_factor - 1.0,
+            features::Guard::Ratio => false,
+        };
+        if breach && usize::from(ev.n_breaches) < ev.breaches.len() {
             ev.breaches[usize::from(ev.n_breaches)] = RangeBreach {
                 feature: f as u8,
                 value: fv[f],

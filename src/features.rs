@@ -29,6 +29,26 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "pkt_rate_z",
 ];
 
+/// How the range guard treats a feature (see engine::evaluate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// `ln(1 + count or rate)`: compared in raw units.
+    LogCount,
+    /// Unbounded linear value: compared in units of its training range.
+    Linear,
+    /// A share in [0, 1]: "beyond the training maximum" means nothing for it.
+    Ratio,
+}
+
+/// The range guard's view of each feature of schema v1.
+pub const GUARD: [Guard; N_FEATURES] = {
+    use Guard::*;
+    [
+        LogCount, Linear, LogCount, LogCount, LogCount, Ratio, Ratio, Ratio, LogCount, LogCount,
+        Ratio, Linear, Linear, Linear, Linear,
+    ]
+};
+
 /// One host-window's feature vector.
 pub type FeatureVector = [f32; N_FEATURES];
 

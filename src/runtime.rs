@@ -19,6 +19,7 @@ use crate::rules::{RuleSet, RuleVars, RulesError};
 use crate::serve::Server;
 use crate::stats::Stage;
 use crate::store::{Batch, MaxRows, Store, StoreError, StoreOptions};
+use crate::syslog::{Syslog, SyslogError, SyslogStats};
 
 /// Everything that stops PhantomNet from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum RunError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Intel(#[from] IntelError),
+    #[error(transparent)]
+    Syslog(#[from] SyslogError),
     #[error("{0}")]
     Other(String),
 }
@@ -223,6 +226,8 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
 pub struct Outputs {
     pub store: Option<Store>,
     pub eve: Option<EveWriter>,
+    /// Alerts and verdicts to a syslog collector (config `[syslog]`).
+    pub syslog: Option<Syslog>,
     batch: Batch,
     write_flows: bool,
     scratch: String,
@@ -254,9 +259,17 @@ impl Outputs {
             }
             None => None,
         };
+        let syslog = if cfg.syslog.enabled {
+            let s = Syslog::open(&cfg.syslog, &appliance_name(cfg))?;
+            info!("syslog: sending events to {}", s.describe());
+            Some(s)
+        } else {
+            None
+        };
         Ok(Outputs {
             store,
             eve,
+            syslog,
             batch: Batch::new(cfg.tables.outbox * 8),
             write_flows: cfg.output.flows,
             scratch: String::with_capacity(256),
@@ -281,6 +294,9 @@ impl Outputs {
                     warn_eve(&err);
                 }
             }
+            if let Some(s) = &mut self.syslog {
+                s.alert(&row);
+            }
             if self.store.is_some() {
                 let _ = self.batch.alert(&row);
             }
@@ -293,6 +309,9 @@ impl Outputs {
                 if let Err(err) = e.verdict(&row) {
                     warn_eve(&err);
                 }
+            }
+            if let Some(s) = &mut self.syslog {
+                s.verdict(&row);
             }
             if self.store.is_some() {
                 let _ = self.batch.verdict(&row);
@@ -324,6 +343,9 @@ impl Outputs {
             if let Err(err) = e.flush() {
                 warn_eve(&err);
             }
+        }
+        if let Some(s) = &mut self.syslog {
+            s.drain(Instant::now());
         }
         if let Some(store) = &mut self.store {
             if !self.batch.is_empty() {
@@ -362,6 +384,30 @@ impl Outputs {
 
     pub fn dropped(&self) -> u64 {
         self.batch.dropped()
+    }
+
+    /// Syslog output counters (None when `[syslog]` is off).
+    pub fn syslog_stats(&self) -> Option<SyslogStats> {
+        self.syslog.as_ref().map(Syslog::stats)
+    }
+
+    /// Before the process ends: give the syslog queue a bounded grace to reach the
+    /// collector, then log what was delivered and dropped.
+    pub fn flush_before_exit(&mut self) {
+        if let Some(s) = &mut self.syslog {
+            s.flush_before_exit();
+            let st = s.stats();
+            info!(
+                "syslog: {} events sent to {}, {} dropped (queue full {}, oversize {}, send failed {}, at exit {})",
+                st.sent,
+                s.describe(),
+                st.dropped(),
+                st.dropped_full,
+                st.dropped_oversize,
+                st.dropped_send,
+                st.dropped_at_exit
+            );
+        }
     }
 }
 
@@ -422,16 +468,187 @@ pub struct RunInfo {
     pub intel_entries: usize,
     pub capture_done: bool,
     pub kernel_drops: u64,
+    /// Learning-mode progress (None when learning is off).
+    pub learning: Option<LearningStatus>,
+}
+
+/// Learning mode as /api/status shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LearningStatus {
+    /// "learning", "done" or "failed".
+    pub state: String,
+    /// Packet time learning started (Unix s).
+    pub started: f64,
+    /// Seconds to learn.
+    pub duration: u64,
+    /// Seconds learned so far.
+    pub elapsed: f64,
+    /// Share done, 0..1.
+    pub progress: f64,
+    /// Where the learned model is written.
+    pub model: String,
+    pub message: String,
+}
+
+/// Where learning mode writes its model: next to the configured one.
+pub fn learned_model_path(cfg: &Config) -> PathBuf {
+    let base = if cfg.detection.model.as_os_str().is_empty() {
+        cfg.output
+            .db
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    } else {
+        cfg.detection
+            .model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    base.join("learned.json")
+}
+
+/// Starts or resumes learning mode from what the database remembers (meta keys
+/// `learning_state`, `learning_started`); a finished run loads the learned model.
+pub fn start_learning(p: &mut Pipeline) {
+    if !p.cfg.learning.enabled {
+        return;
+    }
+    let Some(store) = &mut p.outputs.store else {
+        warn!("learning mode needs a database; learning is off");
+        return;
+    };
+    let path = learned_model_path(&p.cfg);
+    let state = store.get_meta("learning_state").ok().flatten();
+    let started = store
+        .get_meta("learning_started")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<f64>().ok());
+    let mut status = LearningStatus {
+        state: "learning".into(),
+        started: started.unwrap_or(0.0),
+        duration: p.cfg.learning.duration,
+        elapsed: 0.0,
+        progress: 0.0,
+        model: path.display().to_string(),
+        message: String::new(),
+    };
+    if state.as_deref() == Some("done") {
+        match Model::load(&path) {
+            Ok(m) => {
+                info!(
+                    "learning: already done; using the learned model {}",
+                    path.display()
+                );
+                p.engine.model = Some(m);
+                status.state = "done".into();
+                status.progress = 1.0;
+                p.info.learning = Some(status);
+                return;
+            }
+            Err(e) => warn!("learning: the learned model cannot be loaded ({e}); learning again"),
+        }
+    }
+    if started.is_some() && state.as_deref() == Some("learning") {
+        info!("learning: resuming (started at {})", status.started);
+    } else {
+        status.started = 0.0;
+    }
+    p.engine.set_collect_samples(true);
+    p.info.learning = Some(status);
+}
+
+/// On ticks: records learning progress and, once the period is over, trains on the stored
+/// samples, writes the model atomically, switches to it and records that in `meta`.
+fn advance_learning(p: &mut Pipeline) {
+    let Some(status) = &mut p.info.learning else {
+        return;
+    };
+    if status.state != "learning" {
+        return;
+    }
+    let Some(store) = &mut p.outputs.store else {
+        return;
+    };
+    let now = p.engine.now() as f64 / 1e6;
+    if p.engine.now() == i64::MIN {
+        return;
+    }
+    if status.started == 0.0 {
+        // Learning starts with the first frame seen.
+        status.started = p.engine.stats.first_ts as f64 / 1e6;
+        let _ = store.set_meta("learning_state", "learning");
+        let _ = store.set_meta("learning_started", &format!("{:.6}", status.started));
+    }
+    status.elapsed = (now - status.started).max(0.0);
+    status.progress = (status.elapsed / status.duration.max(1) as f64).min(1.0);
+    if status.elapsed < status.duration as f64 {
+        return;
+    }
+    let samples = match store.feature_samples(status.started, u32::MAX) {
+        Ok(s) => s,
+        Err(e) => {
+            status.message = format!("cannot read samples: {e}");
+            return;
+        }
+    };
+    let vectors: Vec<_> = samples.iter().map(|s| s.features).collect();
+    let l = &p.cfg.learning;
+    let params = crate::model::TrainParams {
+        n_trees: l.trees,
+        max_samples: l.samples,
+        seed: l.seed,
+    };
+    let path = PathBuf::from(&status.model);
+    let result = crate::model::train(
+        &vectors,
+        &params,
+        &["live learning".to_string()],
+        training_time(),
+    )
+    .and_then(|m| m.save(&path).map(|()| m));
+    match result {
+        Ok(m) => {
+            info!(
+                "learning: trained on {} samples; switched to {}",
+                vectors.len(),
+                path.display()
+            );
+            p.engine.model = Some(m);
+            p.engine.set_collect_samples(false);
+            let _ = store.set_meta("learning_state", "done");
+            let _ = store.set_meta("learned_model", &status.model);
+            let _ = store.set_meta("learned_at", &format!("{now:.6}"));
+            let _ = store.set_meta("learned_samples", &vectors.len().to_string());
+            status.state = "done".into();
+            status.progress = 1.0;
+            status.message = format!("trained on {} samples", vectors.len());
+        }
+        Err(e) => {
+            // Not enough or unusable samples: keep learning and try again on a later tick.
+            warn!("learning: training failed ({e}); still learning");
+            status.message = e.to_string();
+        }
+    }
 }
 
 /// Reloads rules, intel and model after SIGHUP; a bad file keeps the old one.
 fn reload(cfg: &Config, engine: &mut Engine) {
     info!("SIGHUP: reloading rules, intel and model");
+    // Files that now yield nothing (garbage, truncated) count as bad when the old set had
+    // something: detection must not silently stop.
     match load_rules(cfg) {
+        Ok(Some(r)) if r.is_empty() && engine.rules.as_ref().is_some_and(|o| !o.is_empty()) => {
+            warn!("reload: keeping the old rules: no rule loaded from the new files")
+        }
         Ok(r) => engine.rules = r,
         Err(e) => warn!("reload: keeping the old rules: {e}"),
     }
     match load_intel(cfg) {
+        Ok(Some(i)) if i.is_empty() && engine.intel.as_ref().is_some_and(|o| !o.is_empty()) => {
+            warn!("reload: keeping the old intel lists: no entry loaded from the new lists")
+        }
         Ok(i) => engine.intel = i,
         Err(e) => warn!("reload: keeping the old intel lists: {e}"),
     }
@@ -461,11 +678,7 @@ impl Pipeline {
         let mut last_flush = Instant::now();
         let mut n: u64 = 0;
         loop {
-            let next = src.next_frame();
-            let next = match next {
-                Ok(x) => x,
-                Err(e) => return Err(e.into()),
-            };
+            let next = src.next_frame()?;
             match next {
                 Next::Frame(f) => {
                     self.engine.process_frame(f.ts, f.link, f.data, f.wire_len);
@@ -494,6 +707,7 @@ impl Pipeline {
     pub fn tick_outputs(&mut self, src: &dyn FrameSource) {
         self.info.kernel_drops = src.stats().kernel_drops;
         self.outputs.flush(&mut self.engine);
+        advance_learning(self);
         self.poll_http();
         if self.signals.reload.swap(false, Ordering::Relaxed) {
             reload(&self.cfg, &mut self.engine);
@@ -511,6 +725,8 @@ impl Pipeline {
         self.engine.finish_second();
         self.engine.drain_flows();
         self.outputs.flush(&mut self.engine);
+        advance_learning(self);
+        self.outputs.flush_before_exit();
         self.info.capture_done = true;
     }
 }
@@ -526,7 +742,7 @@ pub struct ReplayPlan {
 pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline, RunError> {
     let rules_loaded = det.rules.as_ref().map_or(0, |r| r.len());
     let intel_entries = det.intel.as_ref().map_or(0, intel_size);
-    let engine = build_engine(&cfg, det, cfg.learning.enabled);
+    let engine = build_engine(&cfg, det, false);
     let outputs = Outputs::open(&cfg, plan.db.as_deref(), plan.eve.as_deref())?;
     let server = match &plan.serve {
         Some(addr) => Some(Server::bind(addr, &cfg.http.token)?),
@@ -547,6 +763,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         intel_entries,
         capture_done: false,
         kernel_drops: 0,
+        learning: None,
     };
     let signals = Signals::install();
     let mut p = Pipeline {
@@ -557,6 +774,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         info,
         signals,
     };
+    start_learning(&mut p);
     let t = Instant::now();
     for path in &plan.pcaps {
         let before = p.engine.stats.frames;
@@ -619,7 +837,9 @@ pub fn run_live(
         ..capture::live::LiveOptions::default()
     };
     let mut src = capture::open_live(iface, &opts)?;
-    let engine = build_engine(&cfg, det, cfg.learning.enabled);
+    // Root is needed for the capture socket only: switch to [service] user from here on.
+    crate::privdrop::drop_privileges(&cfg.service, &cfg.origin)?;
+    let engine = build_engine(&cfg, det, false);
     let db = cfg.output.db.clone();
     let eve = (!cfg.output.eve.as_os_str().is_empty()).then(|| cfg.output.eve.clone());
     let outputs = Outputs::open(&cfg, Some(&db), eve.as_deref())?;
@@ -638,6 +858,7 @@ pub fn run_live(
         intel_entries,
         capture_done: false,
         kernel_drops: 0,
+        learning: None,
     };
     let signals = Signals::install();
     let mut p = Pipeline {
@@ -648,6 +869,7 @@ pub fn run_live(
         info,
         signals,
     };
+    start_learning(&mut p);
     info!("watching {iface}");
     let started = Instant::now();
     let mut last_flush = Instant::now();

@@ -411,7 +411,12 @@ impl Server {
             learning: Learning {
                 enabled: engine.options().collect_samples,
                 samples_stored: learning_samples,
+                progress: info.learning.clone(),
             },
+            syslog: outputs
+                .syslog
+                .as_ref()
+                .map(crate::syslog::Syslog::status_json),
             latency,
             store: StoreStatus {
                 path: outputs
@@ -488,6 +493,8 @@ pub struct Status {
     pub intel_entries: usize,
     pub model: Option<serde_json::Value>,
     pub learning: Learning,
+    /// Syslog output counters (None when syslog is off).
+    pub syslog: Option<serde_json::Value>,
     pub latency: Vec<LatencySummary>,
     pub store: StoreStatus,
     pub outbox_drops: u64,
@@ -511,10 +518,12 @@ pub struct TableStatus {
     pub expired: u64,
 }
 
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Learning {
     pub enabled: bool,
     pub samples_stored: Option<u64>,
+    /// Learning-mode progress (state, elapsed, progress) when learning mode is on.
+    pub progress: Option<crate::runtime::LearningStatus>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -201,3 +201,68 @@ fn every_shared_capture_replays() {
         );
     }
 }
+
+#[test]
+fn learning_mode_trains_switches_and_resumes_after_a_restart() {
+    let dir = TempDir::new("learning");
+    let cfg = dir.path("learn.toml");
+    std::fs::write(
+        &cfg,
+        "[output]\ndb = \"learn.db\"\n[detection]\nrules = []\nmodel = \"\"\n[http]\nenabled = false\n\
+         [learning]\nenabled = true\nduration = 60\ntrees = 20\nsamples = 64\nseed = 3\n",
+    )
+    .unwrap();
+    // First run: 40 s of traffic, not enough to finish learning.
+    let mut c = Capture::default();
+    let mut rng = Rng(11);
+    scenario::benign_lan(&mut c, &mut rng, T0, 40);
+    c.sort();
+    let first = dir.path("first.pcap");
+    write_pcap(&first, &c.frames);
+    run_ok(&[
+        "replay",
+        first.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    let db = dir.path("learn.db");
+    let meta = |k: &str| -> Option<String> {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .ok()
+    };
+    assert_eq!(meta("learning_state").as_deref(), Some("learning"));
+    let started = meta("learning_started").unwrap();
+    assert!(count(&db, "SELECT count(*) FROM feature_samples") > 0);
+    assert!(!dir.path("learned.json").exists());
+    // Second run (a restart): the next 40 s. Learning resumes from the stored start and
+    // finishes 60 s after it.
+    let mut c = Capture::default();
+    scenario::benign_lan(&mut c, &mut rng, T0 + 40 * SEC, 40);
+    c.sort();
+    let second = dir.path("second.pcap");
+    write_pcap(&second, &c.frames);
+    let out = run_ok(&[
+        "replay",
+        second.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("resuming"), "{log}");
+    assert!(log.contains("switched to"), "{log}");
+    assert_eq!(meta("learning_state").as_deref(), Some("done"));
+    assert_eq!(meta("learning_started").unwrap(), started);
+    let learned = dir.path("learned.json");
+    let m = phantomnet::model::Model::load(&learned).unwrap();
+    assert_eq!(m.info().on, vec!["live learning".to_string()]);
+    assert_eq!(m.info().n_trees, 20);
+    // A third start uses the learned model straight away.
+    let out = run_ok(&[
+        "replay",
+        second.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using the learned model"));
+}

@@ -5,8 +5,14 @@ mod util;
 
 mod capture;
 mod decode;
+mod hardening;
+mod intel;
+mod live;
 mod model;
+mod packaging;
 mod pipeline;
+mod reload;
 mod rules;
 mod serve;
 mod store;
+mod syslog;

@@ -367,9 +367,6 @@ impl RuleSet {
         // then file order. Rule indices are positions in this order.
         rules.sort_by_key(|r| (r.action, r.flowbits_class(), r.priority, r.origin, r.line));
         report.loaded = rules.len();
-        for s in &report.skipped {
-            log::warn!("{s}");
-        }
         let unique = rules
             .iter()
             .any(|r| r.thresh.is_some_and(|t| t.unique_on.is_some()));
@@ -636,11 +633,21 @@ impl RuleSet {
                 if !self.tracker.check(&spec, key, pkt.ts, port) {
                     continue;
                 }
+                if let Some(lim) = r.limit {
+                    // Its own tracking entries: the rule index with the top bit set.
+                    let key = thresh_key(ri | LIMIT_KEY, lim.track, m);
+                    if !self.tracker.check(&lim, key, pkt.ts, port) {
+                        continue;
+                    }
+                }
             }
             out.push(RuleHit { rule: ri });
         }
     }
 }
+
+/// Marks the tracking keys of a rule's second (rate-limiting) threshold.
+const LIMIT_KEY: u32 = 1 << 31;
 
 fn thresh_key(rule: u32, track: Track, m: &PacketMeta) -> TKey {
     let (s, d) = (addr_key(m.src), addr_key(m.dst));

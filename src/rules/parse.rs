@@ -124,6 +124,10 @@ pub struct Rule {
     pub flowbits: Vec<FbOp>,
     pub noalert: bool,
     pub thresh: Option<ThreshSpec>,
+    /// A `threshold` that follows a `detection_filter` in the same rule (a PhantomNet
+    /// extension: Suricata refuses the pair): it rate-limits the matches the filter lets
+    /// through, e.g. "past 25 distinct ports, at most one alert a minute".
+    pub limit: Option<ThreshSpec>,
     /// Index in `payload` of the content used as fast pattern.
     pub fast: Option<usize>,
     /// Where it came from (index into the origins list, and line).
@@ -996,6 +1000,7 @@ pub fn parse_rule(
     let mut flowbits = Vec::new();
     let mut noalert = false;
     let mut thresh: Option<ThreshSpec> = None;
+    let mut limit: Option<ThreshSpec> = None;
 
     for opt in split_options(&text[open + 1..close])? {
         if opt.is_empty() {
@@ -1202,12 +1207,27 @@ pub fn parse_rule(
                 None => noalert = true,
             },
             "threshold" | "detection_filter" => {
-                if thresh.is_some() {
+                let spec = parse_threshold(key, val, key == "detection_filter")?;
+                let df = |t: &Option<ThreshSpec>| {
+                    t.is_some_and(|t| t.kind == ThreshKind::DetectionFilter)
+                };
+                // One of each at most; with both, the detection_filter gates and the
+                // threshold rate-limits what passes it.
+                if limit.is_some() || (thresh.is_some() && df(&thresh) == df(&Some(spec))) {
                     return Err(format!(
-                        "{key}: a rule may carry only one threshold or detection_filter"
+                        "{key}: a rule may carry one threshold and one detection_filter at most"
                     ));
                 }
-                thresh = Some(parse_threshold(key, val, key == "detection_filter")?);
+                match thresh {
+                    None => thresh = Some(spec),
+                    Some(first) if first.kind == ThreshKind::DetectionFilter => {
+                        limit = Some(spec)
+                    }
+                    Some(first) => {
+                        thresh = Some(spec);
+                        limit = Some(first);
+                    }
+                }
             }
             _ => {
                 return Err(format!(
@@ -1258,6 +1278,7 @@ pub fn parse_rule(
         flowbits,
         noalert,
         thresh,
+        limit,
         fast,
         origin,
         line,
