@@ -1268,3 +1268,47 @@ fn instrumentation_overhead_is_under_five_percent() {
     assert!(bound < 5.0, "clock reads alone cost {bound:.2}%");
     assert!(overhead < 5.0, "timing costs {overhead:.2}% CPU");
 }
+
+#[test]
+fn status_page_shows_learning_progress() {
+    let dir = TempDir::new("serve-learning");
+    let (pcap, _) = demo_capture(&dir);
+    let root = repo();
+    let cfg = dir.path("learn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\ntoken = \"{TOKEN}\"\n[detection]\nrules = [\"{}\"]\nmodel = \"\"\n\
+             [learning]\nenabled = true\nduration = 3600\n",
+            root.join("rules/phantomnet.rules").display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path("pn.db");
+    let s = Served::start(&[&pcap], &cfg, &db);
+    let status = s.wait_done();
+    let p = &status["learning"]["progress"];
+    assert_eq!(p["state"], "learning", "{status}");
+    let progress = p["progress"].as_f64().unwrap();
+    // The demo capture spans about a minute of the hour to learn.
+    assert!((0.01..0.02).contains(&progress), "{progress}");
+    let stored = sql_i64(&db, "SELECT count(*) FROM feature_samples");
+    assert!(stored > 0);
+    assert_eq!(status["learning"]["samples_stored"], stored);
+    std::thread::sleep(Duration::from_millis(1100)); // past the rendered-page cache
+    let page = get(s.addr, "/", Some(TOKEN)).text();
+    let want = format!(
+        "{:.0}% ({} of 1 h), {} feature samples stored",
+        progress * 100.0,
+        phantomnet::page::duration(p["elapsed"].as_f64().unwrap()),
+        phantomnet::page::count(stored as u64)
+    );
+    assert!(page.contains("learning this network"), "{page}");
+    let shown = page
+        .split("id=learning>")
+        .nth(1)
+        .unwrap_or("")
+        .split("</dd>")
+        .next();
+    assert!(page.contains(&want), "page shows {shown:?}, not {want:?}");
+}
