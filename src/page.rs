@@ -334,14 +334,40 @@ fn detection(o: &mut String, st: &Status) {
         }
     }
     o.push_str("</dd><dt>Learning</dt><dd id=learning>");
-    if st.learning.enabled {
-        let _ = write!(
-            o,
-            "on — {} feature samples stored",
-            st.learning.samples_stored.map_or_else(|| "?".into(), count)
-        );
-    } else {
-        o.push_str("off");
+    match &st.learning.progress {
+        Some(p) if p.state == "learning" => {
+            let _ = write!(
+                o,
+                "learning this network: <progress max=1 value=\"{:.3}\"></progress> {:.0}% \
+                 ({} of {}), {} feature samples stored",
+                p.progress.clamp(0.0, 1.0),
+                p.progress.clamp(0.0, 1.0) * 100.0,
+                duration(p.elapsed),
+                duration(p.duration as f64),
+                st.learning.samples_stored.map_or_else(|| "?".into(), count)
+            );
+        }
+        Some(p) => {
+            let _ = write!(
+                o,
+                "{}: {}{}",
+                esc(&p.state),
+                esc(&p.message),
+                if p.model.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (model {})", esc(&p.model))
+                }
+            );
+        }
+        None if st.learning.enabled => {
+            let _ = write!(
+                o,
+                "on — {} feature samples stored",
+                st.learning.samples_stored.map_or_else(|| "?".into(), count)
+            );
+        }
+        None => o.push_str("off"),
     }
     let _ = write!(
         o,
@@ -464,8 +490,10 @@ pub fn duration(secs: f64) -> String {
     let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
     if d > 0 {
         format!("{d} d {h} h")
-    } else if h > 0 {
+    } else if h > 0 && m > 0 {
         format!("{h} h {m} min")
+    } else if h > 0 {
+        format!("{h} h")
     } else if m > 0 {
         if s > 0 {
             format!("{m} min {s} s")
@@ -523,6 +551,8 @@ mod tests {
         assert_eq!(duration(61.0), "1 min 1 s");
         assert_eq!(duration(93_784.0), "1 d 2 h");
         assert_eq!(duration(5.0), "5 s");
+        assert_eq!(duration(3600.0), "1 h");
+        assert_eq!(duration(3720.0), "1 h 2 min");
         assert_eq!(nice_bucket(0.3), 1.0);
         assert_eq!(nice_bucket(59.0), 60.0);
         assert_eq!(nice_bucket(1e9), 43200.0);

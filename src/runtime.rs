@@ -670,19 +670,19 @@ pub struct Pipeline {
     pub server: Option<Server>,
     pub info: RunInfo,
     pub signals: Signals,
+    /// When outputs were last flushed and HTTP polled. Kept across sources, so a replay of
+    /// many small captures still ticks every `FLUSH_EVERY`.
+    pub last_tick: Instant,
 }
 
 impl Pipeline {
     /// Runs one source to its end (or a stop). Returns false if stopped by a signal.
     pub fn run_source(&mut self, src: &mut dyn FrameSource) -> Result<bool, RunError> {
-        let mut last_flush = Instant::now();
-        let mut n: u64 = 0;
         loop {
             let next = src.next_frame()?;
             match next {
                 Next::Frame(f) => {
                     self.engine.process_frame(f.ts, f.link, f.data, f.wire_len);
-                    n += 1;
                 }
                 Next::Idle(now) => {
                     self.engine.tick(now);
@@ -690,10 +690,10 @@ impl Pipeline {
                 Next::End => break,
             }
             if self.engine.outbox.pressing()
-                || (n % 1024 == 0 && last_flush.elapsed() >= FLUSH_EVERY)
+                || (self.engine.stats.frames % 1024 == 0 && self.last_tick.elapsed() >= FLUSH_EVERY)
             {
                 self.tick_outputs(src);
-                last_flush = Instant::now();
+                self.last_tick = Instant::now();
                 if self.signals.stopping() {
                     return Ok(false);
                 }
@@ -773,6 +773,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         server,
         info,
         signals,
+        last_tick: Instant::now(),
     };
     start_learning(&mut p);
     let t = Instant::now();
@@ -868,6 +869,7 @@ pub fn run_live(
         server,
         info,
         signals,
+        last_tick: Instant::now(),
     };
     start_learning(&mut p);
     info!("watching {iface}");
