@@ -156,6 +156,31 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
     }
 }
 
+/// Counts an alert and queues it (counted as a drop when the outbox is full).
+#[inline]
+fn emit(stats: &mut Stats, outbox: &mut Outbox, rec: AlertRec) {
+    stats.alerts += 1;
+    if !push_bounded(&mut outbox.alerts, rec) {
+        stats.outbox_drops += 1;
+    }
+}
+
+impl AlertRec {
+    /// An alert about an IP packet.
+    fn of(ts: Micros, source: AlertSource, meta: &PacketMeta, flow_id: u64) -> AlertRec {
+        AlertRec {
+            ts,
+            source,
+            src: meta.src,
+            src_port: meta.src_port,
+            dst: meta.dst,
+            dst_port: meta.dst_port,
+            proto: meta.ip_proto,
+            flow_id,
+        }
+    }
+}
+
 /// Engine construction parameters (from the config).
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -413,20 +438,11 @@ impl Engine {
         // A multicast or broadcast source is never legitimate (RFC 1122, RFC 4291): the packet
         // is spoofed, typically to make others answer a victim (smurf). Once per flow.
         if upd.new && is_group_addr(meta.src) {
-            let rec = AlertRec {
-                ts,
-                source: AlertSource::SpoofedSource,
-                src: meta.src,
-                src_port: meta.src_port,
-                dst: meta.dst,
-                dst_port: meta.dst_port,
-                proto,
-                flow_id,
-            };
-            self.stats.alerts += 1;
-            if !push_bounded(&mut self.outbox.alerts, rec) {
-                self.stats.outbox_drops += 1;
-            }
+            emit(
+                &mut self.stats,
+                &mut self.outbox,
+                AlertRec::of(ts, AlertSource::SpoofedSource, meta, flow_id),
+            );
             if let Some(h) = dst_host {
                 self.hosts
                     .table
@@ -440,23 +456,15 @@ impl Engine {
             if let Some(intel) = &self.intel {
                 for addr in [meta.src, meta.dst] {
                     if let Some(hit) = intel.lookup(addr) {
-                        let rec = AlertRec {
-                            ts,
-                            source: AlertSource::Intel {
-                                list: hit.list as u16,
-                                listed: addr16(addr),
-                            },
-                            src: meta.src,
-                            src_port: meta.src_port,
-                            dst: meta.dst,
-                            dst_port: meta.dst_port,
-                            proto,
-                            flow_id,
+                        let source = AlertSource::Intel {
+                            list: hit.list as u16,
+                            listed: addr16(addr),
                         };
-                        self.stats.alerts += 1;
-                        if !push_bounded(&mut self.outbox.alerts, rec) {
-                            self.stats.outbox_drops += 1;
-                        }
+                        emit(
+                            &mut self.stats,
+                            &mut self.outbox,
+                            AlertRec::of(ts, source, meta, flow_id),
+                        );
                         for h in [src_host, dst_host].into_iter().flatten() {
                             let ev = &mut self.hosts.table.get_mut(h).evidence;
                             ev.intel_hits += 1;
@@ -482,20 +490,11 @@ impl Engine {
             self.hits.clear();
             rules.inspect(&ctx, &mut flow.rule_state, &mut self.hits);
             for hit in &self.hits {
-                let rec = AlertRec {
-                    ts,
-                    source: AlertSource::Rule(hit.rule),
-                    src: meta.src,
-                    src_port: meta.src_port,
-                    dst: meta.dst,
-                    dst_port: meta.dst_port,
-                    proto,
-                    flow_id,
-                };
-                self.stats.alerts += 1;
-                if !push_bounded(&mut self.outbox.alerts, rec) {
-                    self.stats.outbox_drops += 1;
-                }
+                emit(
+                    &mut self.stats,
+                    &mut self.outbox,
+                    AlertRec::of(ts, AlertSource::Rule(hit.rule), meta, flow_id),
+                );
                 // The packet's sender is the side the signature speaks about.
                 if let Some(h) = src_host {
                     let priority = rules.info(hit.rule).priority;
@@ -552,10 +551,7 @@ impl Engine {
                 proto: 0,
                 flow_id: 0,
             };
-            self.stats.alerts += 1;
-            if !push_bounded(&mut self.outbox.alerts, rec) {
-                self.stats.outbox_drops += 1;
-            }
+            emit(&mut self.stats, &mut self.outbox, rec);
             let ev = &mut self.hosts.table.get_mut(h).evidence;
             ev.arp_change = true;
             ev.arp_old_mac = change.old_mac;

@@ -676,6 +676,41 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Builds the engine from the detectors and starts (or resumes) learning mode.
+    pub fn new(
+        cfg: Config,
+        det: Detectors,
+        outputs: Outputs,
+        server: Option<Server>,
+        mode: &'static str,
+        source: String,
+    ) -> Pipeline {
+        let info = RunInfo {
+            mode,
+            source,
+            started: Instant::now(),
+            started_unix: unix_now(),
+            appliance: appliance_name(&cfg),
+            rules_loaded: det.rules.as_ref().map_or(0, |r| r.len()),
+            intel_entries: det.intel.as_ref().map_or(0, intel_size),
+            capture_done: false,
+            kernel_drops: 0,
+            learning: None,
+        };
+        let engine = build_engine(&cfg, det, false);
+        let mut p = Pipeline {
+            cfg,
+            engine,
+            outputs,
+            server,
+            info,
+            signals: Signals::install(),
+            last_tick: Instant::now(),
+        };
+        start_learning(&mut p);
+        p
+    }
+
     /// Runs one source to its end (or a stop). Returns false if stopped by a signal.
     pub fn run_source(&mut self, src: &mut dyn FrameSource) -> Result<bool, RunError> {
         loop {
@@ -740,42 +775,18 @@ pub struct ReplayPlan {
 }
 
 pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline, RunError> {
-    let rules_loaded = det.rules.as_ref().map_or(0, |r| r.len());
-    let intel_entries = det.intel.as_ref().map_or(0, intel_size);
-    let engine = build_engine(&cfg, det, false);
     let outputs = Outputs::open(&cfg, plan.db.as_deref(), plan.eve.as_deref())?;
     let server = match &plan.serve {
         Some(addr) => Some(Server::bind(addr, &cfg.http.token)?),
         None => None,
     };
-    let info = RunInfo {
-        mode: "replay",
-        source: plan
-            .pcaps
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        started: Instant::now(),
-        started_unix: unix_now(),
-        appliance: appliance_name(&cfg),
-        rules_loaded,
-        intel_entries,
-        capture_done: false,
-        kernel_drops: 0,
-        learning: None,
-    };
-    let signals = Signals::install();
-    let mut p = Pipeline {
-        cfg,
-        engine,
-        outputs,
-        server,
-        info,
-        signals,
-        last_tick: Instant::now(),
-    };
-    start_learning(&mut p);
+    let source = plan
+        .pcaps
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut p = Pipeline::new(cfg, det, outputs, server, "replay", source);
     let t = Instant::now();
     for path in &plan.pcaps {
         let before = p.engine.stats.frames;
@@ -830,8 +841,6 @@ pub fn run_live(
     iface: &str,
     duration: Option<Duration>,
 ) -> Result<Pipeline, RunError> {
-    let rules_loaded = det.rules.as_ref().map_or(0, |r| r.len());
-    let intel_entries = det.intel.as_ref().map_or(0, intel_size);
     let opts = capture::live::LiveOptions {
         promiscuous: cfg.capture.promiscuous,
         read_timeout: Duration::from_millis(cfg.capture.read_timeout_ms),
@@ -840,7 +849,6 @@ pub fn run_live(
     let mut src = capture::open_live(iface, &opts)?;
     // Root is needed for the capture socket only: switch to [service] user from here on.
     crate::privdrop::drop_privileges(&cfg.service, &cfg.origin)?;
-    let engine = build_engine(&cfg, det, false);
     let db = cfg.output.db.clone();
     let eve = (!cfg.output.eve.as_os_str().is_empty()).then(|| cfg.output.eve.clone());
     let outputs = Outputs::open(&cfg, Some(&db), eve.as_deref())?;
@@ -849,29 +857,7 @@ pub fn run_live(
     } else {
         None
     };
-    let info = RunInfo {
-        mode: "live",
-        source: iface.to_string(),
-        started: Instant::now(),
-        started_unix: unix_now(),
-        appliance: appliance_name(&cfg),
-        rules_loaded,
-        intel_entries,
-        capture_done: false,
-        kernel_drops: 0,
-        learning: None,
-    };
-    let signals = Signals::install();
-    let mut p = Pipeline {
-        cfg,
-        engine,
-        outputs,
-        server,
-        info,
-        signals,
-        last_tick: Instant::now(),
-    };
-    start_learning(&mut p);
+    let mut p = Pipeline::new(cfg, det, outputs, server, "live", iface.to_string());
     info!("watching {iface}");
     let started = Instant::now();
     let mut last_flush = Instant::now();
