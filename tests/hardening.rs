@@ -846,6 +846,13 @@ fn replay_and_serve(
                 return (child, addr, v);
             }
         }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("replay exited ({st}) instead of serving: {err}");
+        }
         if t.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
