@@ -208,7 +208,9 @@ pub fn build_engine(cfg: &Config, det: Detectors, collect_samples: bool) -> Engi
 }
 
 pub fn store_options(cfg: &Config) -> StoreOptions {
-    let rows = Some(cfg.retention.max_rows);
+    // 0 means no row bound, as for max_bytes (it used to mean "keep 0 rows": every
+    // retention pass emptied the database).
+    let rows = (cfg.retention.max_rows > 0).then_some(cfg.retention.max_rows);
     StoreOptions {
         max_rows: MaxRows {
             alerts: rows,

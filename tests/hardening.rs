@@ -847,6 +847,13 @@ fn replay_and_serve(
                 return (child, addr, v);
             }
         }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("replay exited ({st}) instead of serving: {err}");
+        }
         if t.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
@@ -1565,4 +1572,43 @@ fn replay_onto_a_full_disk_keeps_going_and_says_so_once() {
     let warnings = log.matches("database write failed").count();
     assert_eq!(warnings, 1, "the error is logged once per interval: {log}");
     assert_eq!(integrity(&db), "ok");
+}
+
+/// Regression (hardening): `retention.max_rows = 0` became a bound of zero rows, so the
+/// first retention pass emptied every table. 0 now means no row bound, as for max_bytes.
+#[test]
+fn retention_max_rows_zero_keeps_every_row() {
+    use phantomnet::store::{Batch, Store};
+    let dir = fast_dir("retention-zero");
+    let mut cfg = phantomnet::config::Config::default();
+    cfg.retention.max_rows = 0;
+    cfg.retention.max_bytes = 0;
+    let opts = runtime::store_options(&cfg);
+    assert_eq!(opts.max_rows.flows, None);
+    let db = dir.path("r0.db");
+    let mut store = Store::open(&db, &opts).unwrap();
+    let mut batch = Batch::new(1000);
+    for i in 0..500u16 {
+        let row = phantomnet::events::FlowRow {
+            flow_id: u64::from(i),
+            start: T0,
+            end: T0 + 1,
+            src: Ipv4Addr::new(10, 0, 0, 1).into(),
+            src_port: i,
+            dst: Ipv4Addr::new(10, 0, 0, 2).into(),
+            dst_port: 80,
+            proto: 6,
+            pkts_to_server: 1,
+            pkts_to_client: 0,
+            bytes_to_server: 60,
+            bytes_to_client: 0,
+            tcp_flags: 2,
+            reason: "timeout",
+        };
+        batch.flow(&row).unwrap();
+    }
+    store.write(&batch).unwrap();
+    store.enforce_retention().unwrap();
+    drop(store);
+    assert_eq!(count(&db, "SELECT count(*) FROM flows"), 500);
 }
