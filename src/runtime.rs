@@ -238,17 +238,51 @@ pub struct Outputs {
     pub last_store_error: Option<String>,
     last_error_log: Option<Instant>,
     pub flushes: u64,
+    /// A database that could not be opened yet (live mode keeps watching and retries).
+    pending_store: Option<(PathBuf, StoreOptions, Instant)>,
+}
+
+/// How often a database that could not be opened is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(10);
+
+fn open_store(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+    let mut s = Store::open(path, opts)?;
+    s.set_meta("phantomnet_version", env!("CARGO_PKG_VERSION"))?;
+    s.set_meta("schema", crate::features::SCHEMA_NAME)?;
+    s.set_meta("schema_hash", &crate::features::schema_hash())?;
+    Ok(s)
 }
 
 impl Outputs {
+    /// Opens the outputs; a database that cannot be opened is an error.
     pub fn open(cfg: &Config, db: Option<&Path>, eve: Option<&Path>) -> Result<Outputs, RunError> {
+        Outputs::open_with(cfg, db, eve, false)
+    }
+
+    /// Opens the outputs. With `retry_store`, a database that cannot be opened (full disk,
+    /// read-only directory) is logged and retried every 10 s while rows wait in the bounded
+    /// backlog: a live detector keeps watching.
+    pub fn open_with(
+        cfg: &Config,
+        db: Option<&Path>,
+        eve: Option<&Path>,
+        retry_store: bool,
+    ) -> Result<Outputs, RunError> {
+        let opts = store_options(cfg);
+        let mut pending_store = None;
+        let mut last_store_error = None;
         let store = match db {
             Some(p) => {
-                let mut s = Store::open(p, &store_options(cfg))?;
-                s.set_meta("phantomnet_version", env!("CARGO_PKG_VERSION"))?;
-                s.set_meta("schema", crate::features::SCHEMA_NAME)?;
-                s.set_meta("schema_hash", &crate::features::schema_hash())?;
-                Some(s)
+                match open_store(p, &opts) {
+                    Ok(s) => Some(s),
+                    Err(e) if retry_store => {
+                        warn!("{e}; watching anyway, keeping results in memory and retrying every 10 s");
+                        last_store_error = Some(e.to_string());
+                        pending_store = Some((p.to_path_buf(), opts.clone(), Instant::now()));
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             None => None,
         };
@@ -277,9 +311,10 @@ impl Outputs {
             scratch: String::with_capacity(256),
             json: String::with_capacity(4096),
             store_failures: 0,
-            last_store_error: None,
+            last_store_error,
             last_error_log: None,
             flushes: 0,
+            pending_store,
         })
     }
 
@@ -288,6 +323,7 @@ impl Outputs {
     pub fn flush(&mut self, engine: &mut Engine) {
         let t = Instant::now();
         self.flushes += 1;
+        let storing = self.store.is_some() || self.pending_store.is_some();
         let ob = std::mem::take(&mut engine.outbox.alerts);
         for a in &ob {
             let row = engine.alert_row(a, &mut self.scratch);
@@ -299,7 +335,7 @@ impl Outputs {
             if let Some(s) = &mut self.syslog {
                 s.alert(&row);
             }
-            if self.store.is_some() {
+            if storing {
                 let _ = self.batch.alert(&row);
             }
         }
@@ -315,7 +351,7 @@ impl Outputs {
             if let Some(s) = &mut self.syslog {
                 s.verdict(&row);
             }
-            if self.store.is_some() {
+            if storing {
                 let _ = self.batch.verdict(&row);
             }
         }
@@ -327,12 +363,12 @@ impl Outputs {
                         warn_eve(&err);
                     }
                 }
-                if self.store.is_some() {
+                if storing {
                     let _ = self.batch.flow(f);
                 }
             }
         }
-        if self.store.is_some() {
+        if storing {
             for &(ts, counts) in &engine.outbox.windows {
                 let _ = self.batch.window_counts(ts, counts);
             }
@@ -348,6 +384,28 @@ impl Outputs {
         }
         if let Some(s) = &mut self.syslog {
             s.drain(Instant::now());
+        }
+        if let Some((path, opts, tried)) = &mut self.pending_store {
+            if tried.elapsed() >= STORE_RETRY {
+                *tried = Instant::now();
+                match open_store(path, opts) {
+                    Ok(s) => {
+                        info!(
+                            "database {} is writable again; writing {} held rows",
+                            path.display(),
+                            self.batch.len()
+                        );
+                        self.store = Some(s);
+                    }
+                    Err(e) => {
+                        self.store_failures += 1;
+                        self.last_store_error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        if self.store.is_some() {
+            self.pending_store = None;
         }
         if let Some(store) = &mut self.store {
             if !self.batch.is_empty() {
@@ -853,7 +911,7 @@ pub fn run_live(
     crate::privdrop::drop_privileges(&cfg.service, &cfg.origin)?;
     let db = cfg.output.db.clone();
     let eve = (!cfg.output.eve.as_os_str().is_empty()).then(|| cfg.output.eve.clone());
-    let outputs = Outputs::open(&cfg, Some(&db), eve.as_deref())?;
+    let outputs = Outputs::open_with(&cfg, Some(&db), eve.as_deref(), true)?;
     let server = if cfg.http.enabled {
         Some(Server::bind(&cfg.http.bind, &cfg.http.token)?)
     } else {

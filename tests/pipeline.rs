@@ -353,3 +353,63 @@ fn eval_reports_an_exact_table_for_built_captures() {
         "{table}"
     );
 }
+
+#[test]
+fn live_run_starts_without_its_database_and_writes_once_it_can() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root to capture on lo");
+        return;
+    }
+    let dir = TempDir::new("late-db");
+    let db_dir = dir.path("not-yet");
+    let db = db_dir.join("pn.db");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = crate::util::bin()
+        .args([
+            "run",
+            "-i",
+            "lo",
+            "-c",
+            "config/phantomnet.toml",
+            "--duration",
+            "16",
+        ])
+        .args([
+            "--db",
+            db.to_str().unwrap(),
+            "--serve",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Traffic on lo while the database directory does not exist yet, then create it.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..60 {
+        let _ = sock.send_to(b"phantomnet late-db test", "127.0.0.1:9");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if i == 20 {
+            std::fs::create_dir_all(&db_dir).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("watching anyway"), "{log}");
+    assert!(log.contains("writable again"), "{log}");
+    // Flows seen while the database was missing were held and written.
+    assert!(count(&db, "SELECT count(*) FROM flows") > 0, "{log}");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
