@@ -88,7 +88,16 @@ for t in $targets; do
   start=$(date +%s)
   # Non-PIE static executables: what `file` calls "statically linked", a little smaller and
   # faster than static-pie; nothing on these boxes loads it at a random base anyway.
-  envs=("RUSTFLAGS=${RUSTFLAGS:-} -C relocation-model=static -C target-feature=+crt-static")
+  rustflags="${RUSTFLAGS:-} -C relocation-model=static -C target-feature=+crt-static"
+  # With std built from source there is no rust-std component for the target, and that
+  # component is where rustc's self-contained musl startup objects (crt1.o, crti.o, ...) and
+  # libc.a live: left self-contained, the link fails with "failed to open object crt1.o".
+  # link-self-contained=no makes rustc leave crt objects and libc to the linker, zig's cc,
+  # which carries its own musl for every target. No unwinder is needed: panic = "abort" and
+  # std built with panic_abort. (The linker then warns that rustlib/TARGET/lib does not
+  # exist: rustc still passes that directory with -L; harmless.)
+  [ -n "$plus" ] && rustflags+=" -C link-self-contained=no"
+  envs=("RUSTFLAGS=$rustflags")
   [ -n "$opt_level" ] && envs+=("CARGO_PROFILE_RELEASE_OPT_LEVEL=$opt_level")
   # shellcheck disable=SC2086
   env "${envs[@]}" cargo $plus zigbuild --locked --release --target "$t" $zflags --bin phantomnet
