@@ -134,7 +134,7 @@ pub struct Flow {
     /// The responder refused (RST or ICMP unreachable).
     pub rejected: bool,
     /// Rule engine per-flow state (flowbits).
-    pub rule_state: u128,
+    pub rule_state: crate::rules::FlowRuleState,
 }
 
 impl Flow {
@@ -295,6 +295,9 @@ impl FlowTable {
                 f.answered = true;
             }
         }
+        // A TCP packet is "established" only once the handshake completed before it (the
+        // handshake's final ACK is not), as Suricata's flow keyword sees it.
+        let tcp_was_established = f.established(proto);
         let mut closed = false;
         if is_tcp {
             use TcpState::*;
@@ -319,7 +322,11 @@ impl FlowTable {
                 (s, _) => s,
             };
         }
-        let established = f.established(proto);
+        let established = if is_tcp {
+            tcp_was_established
+        } else {
+            f.established(proto)
+        };
         if closed {
             self.table.set_class(slot, CLASS_CLOSED);
         }
@@ -409,9 +416,12 @@ mod tests {
         let u = ft.update(&tcp(s, 22, c, 40000, SYN | ACK), 2, |_, _, _| {});
         assert!(!u.new && !u.to_server && u.first_reply && !u.established);
         let u = ft.update(&tcp(c, 40000, s, 22, ACK), 3, |_, _, _| {});
-        assert!(u.to_server && u.established);
+        // The handshake's final ACK itself is not yet "established"; the next packet is.
+        assert!(u.to_server && !u.established);
+        let u = ft.update(&tcp(c, 40000, s, 22, PSH | ACK), 4, |_, _, _| {});
+        assert!(u.established);
         let f = ft.table.get(u.slot);
-        assert_eq!(f.pkts, [2, 1]);
+        assert_eq!(f.pkts, [3, 1]);
         assert!(f.answered && !f.rejected);
         let row = f.row(ft.table.key(u.slot).unwrap(), "timeout");
         assert_eq!(row.src, IpAddr::V4(Ipv4Addr::from(c)));

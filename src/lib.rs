@@ -4,14 +4,22 @@
 
 pub mod arpwatch;
 pub mod capture;
+pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod decode;
+pub mod engine;
+pub mod eval;
 pub mod eve;
 pub mod events;
 pub mod features;
 pub mod flow;
 pub mod host;
 pub mod intel;
+pub mod model;
+pub mod rules;
+pub mod runtime;
+pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod table;

@@ -1,7 +1,25 @@
 //! Frame sources: capture files (pcap, pcapng) and live interfaces (pnet_datalink), behind
 //! one pull interface so the engine loop does not care where frames come from.
 
+use std::path::Path;
+
 use crate::decode::{LinkType, Micros};
+
+pub mod live;
+pub mod pcap;
+
+pub use live::{LiveOptions, LiveSource};
+pub use pcap::{PcapReader, PcapWriter};
+
+/// Opens a capture file (pcap or pcapng, found by its magic number) as a frame source.
+pub fn open_file(path: &Path) -> Result<Box<dyn FrameSource>, CaptureError> {
+    Ok(Box::new(PcapReader::open(path)?))
+}
+
+/// Opens a live interface as a frame source (needs CAP_NET_RAW).
+pub fn open_live(iface: &str, opts: &LiveOptions) -> Result<Box<dyn FrameSource>, CaptureError> {
+    Ok(Box::new(LiveSource::open(iface, opts)?))
+}
 
 /// One frame borrowed from the source's reused buffer.
 #[derive(Clone, Copy, Debug)]

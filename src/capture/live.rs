@@ -1,0 +1,341 @@
+//! Live capture from a network interface through pnet_datalink's Layer-2 (AF_PACKET on
+//! Linux) channel: frames stamped with the wall clock at receive, and an idle tick on every
+//! read timeout so the engine keeps its clock moving while the link is quiet.
+//!
+//! Limits that come from pnet_datalink:
+//! - it does not expose the socket, so kernel drop counts (PACKET_STATISTICS) are not read:
+//!   `SourceStats::kernel_drops` stays 0;
+//! - frames longer than the read buffer are cut to it without notice (no MSG_TRUNC), so
+//!   `wire_len` is the captured length; the default buffer holds a 64 KiB GSO frame;
+//! - no PACKET_AUXDATA either: where the NIC strips 802.1Q tags (VLAN offload), frames
+//!   arrive untagged;
+//! - a receive error other than a timeout or an interrupted call (e.g. the interface went
+//!   away) ends the capture with `CaptureError::Live`; the service manager restarts us.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pnet_datalink::{Channel, Config, DataLinkReceiver, NetworkInterface};
+
+use super::{CaptureError, Frame, FrameSource, Next, SourceStats};
+use crate::decode::{LinkType, Micros};
+
+/// How to open an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// See every frame on the segment, not only those to and from this host. When the
+    /// kernel refuses, capture goes on without it (with a warning).
+    pub promiscuous: bool,
+    /// Longest wait for a frame before the source hands the loop `Next::Idle(now)`.
+    /// At least 1 ms.
+    pub read_timeout: Duration,
+    /// Receive buffer: the longest frame kept whole.
+    pub read_buffer_size: usize,
+    /// pnet's send buffer (allocated by pnet, unused by PhantomNet, so small).
+    pub write_buffer_size: usize,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            promiscuous: true,
+            read_timeout: Duration::from_millis(200),
+            // 64 KiB GSO/GRO super-frames plus link headers.
+            read_buffer_size: 65_536 + 256,
+            write_buffer_size: 256,
+        }
+    }
+}
+
+/// Frames from a live interface. See the module documentation for what it cannot count.
+pub struct LiveSource {
+    name: String,
+    rx: Box<dyn DataLinkReceiver>,
+    stats: SourceStats,
+    promiscuous: bool,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("name", &self.name)
+            .field("stats", &self.stats)
+            .field("promiscuous", &self.promiscuous)
+            .finish()
+    }
+}
+
+/// Wall-clock time in microseconds since the Unix epoch (0 if the clock is before 1970).
+fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn open_channel(iface: &NetworkInterface, config: Config) -> io::Result<Box<dyn DataLinkReceiver>> {
+    match pnet_datalink::channel(iface, config)? {
+        Channel::Ethernet(_tx, rx) => Ok(rx),
+        _ => Err(io::Error::other(
+            "pnet returned a channel that is not Layer 2",
+        )),
+    }
+}
+
+fn is_permission(e: &io::Error) -> bool {
+    // EPERM and EACCES both map to PermissionDenied.
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
+fn permission_error(iface: &str, e: &io::Error) -> CaptureError {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/path/to/phantomnet".to_string());
+    CaptureError::Live {
+        iface: iface.to_string(),
+        what: format!(
+            "cannot open a raw capture socket ({e}): live capture needs CAP_NET_RAW; \
+             run as root, or grant it once with `setcap cap_net_raw,cap_net_admin+eip {exe}`"
+        ),
+    }
+}
+
+impl LiveSource {
+    /// Opens `iface` for Layer-2 capture. Errors: unknown interface (the message lists the
+    /// available ones), missing CAP_NET_RAW (the message says how to grant it), or any
+    /// other socket error. If promiscuous mode is refused (e.g. os error 92 under
+    /// qemu-user), logs a warning and captures without it.
+    pub fn open(iface: &str, opts: &LiveOptions) -> Result<LiveSource, CaptureError> {
+        if opts.read_timeout < Duration::from_millis(1) {
+            return Err(CaptureError::Live {
+                iface: iface.to_string(),
+                what: format!(
+                    "read timeout {:?} is shorter than 1 ms (the loop would spin)",
+                    opts.read_timeout
+                ),
+            });
+        }
+        let all = pnet_datalink::interfaces();
+        let Some(ni) = all.iter().find(|i| i.name == iface) else {
+            let mut names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+            names.sort_unstable();
+            return Err(CaptureError::Live {
+                iface: iface.to_string(),
+                what: format!(
+                    "no such interface; available: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            });
+        };
+        let config = Config {
+            read_buffer_size: opts.read_buffer_size.max(64),
+            write_buffer_size: opts.write_buffer_size.max(1),
+            read_timeout: Some(opts.read_timeout),
+            promiscuous: opts.promiscuous,
+            ..Config::default()
+        };
+        let mut promiscuous = opts.promiscuous;
+        let rx = match open_channel(ni, config) {
+            Ok(rx) => rx,
+            Err(e) if is_permission(&e) => return Err(permission_error(iface, &e)),
+            Err(e) if promiscuous => {
+                log::warn!(
+                    "interface {iface}: promiscuous mode refused ({e}); capturing without it \
+                     (only frames to, from or broadcast past this host)"
+                );
+                promiscuous = false;
+                let config = Config {
+                    promiscuous: false,
+                    ..config
+                };
+                open_channel(ni, config).map_err(|e| {
+                    if is_permission(&e) {
+                        permission_error(iface, &e)
+                    } else {
+                        CaptureError::Live {
+                            iface: iface.to_string(),
+                            what: format!("cannot open a capture socket: {e}"),
+                        }
+                    }
+                })?
+            }
+            Err(e) => {
+                return Err(CaptureError::Live {
+                    iface: iface.to_string(),
+                    what: format!("cannot open a capture socket: {e}"),
+                })
+            }
+        };
+        Ok(LiveSource::from_receiver(iface, rx, promiscuous))
+    }
+
+    /// Wraps an already open receiver (tests feed fake frames this way).
+    pub fn from_receiver(
+        name: &str,
+        rx: Box<dyn DataLinkReceiver>,
+        promiscuous: bool,
+    ) -> LiveSource {
+        LiveSource {
+            name: name.to_string(),
+            rx,
+            stats: SourceStats::default(),
+            promiscuous,
+        }
+    }
+
+    /// Whether the interface is in promiscuous mode (false after a refusal).
+    pub fn promiscuous(&self) -> bool {
+        self.promiscuous
+    }
+}
+
+impl FrameSource for LiveSource {
+    fn next_frame(&mut self) -> Result<Next<'_>, CaptureError> {
+        let LiveSource {
+            name, rx, stats, ..
+        } = self;
+        match rx.next() {
+            Ok(data) => {
+                stats.frames += 1;
+                Ok(Next::Frame(Frame {
+                    ts: now_micros(),
+                    link: LinkType::Ethernet,
+                    wire_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                    data,
+                }))
+            }
+            // A quiet link, or a signal arrived (SIGINT/SIGHUP): let the loop tick.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Ok(Next::Idle(now_micros()))
+            }
+            Err(e) => Err(CaptureError::Live {
+                iface: name.clone(),
+                what: format!("receive failed: {e}"),
+            }),
+        }
+    }
+
+    fn describe(&self) -> &str {
+        &self.name
+    }
+
+    /// `kernel_drops` is always 0: pnet_datalink does not expose the socket, so
+    /// PACKET_STATISTICS cannot be read.
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Replays scripted receive results, like bandwhich's fake input.
+    struct FakeRx {
+        script: VecDeque<io::Result<Vec<u8>>>,
+        current: Vec<u8>,
+    }
+
+    impl DataLinkReceiver for FakeRx {
+        fn next(&mut self) -> io::Result<&[u8]> {
+            match self.script.pop_front() {
+                Some(Ok(v)) => {
+                    self.current = v;
+                    Ok(&self.current)
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(io::Error::from_raw_os_error(19)),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_idle_ticks_and_fatal_errors() {
+        let script = VecDeque::from(vec![
+            Ok(vec![1, 2, 3, 4]),
+            Err(io::Error::new(io::ErrorKind::TimedOut, "Timed out")),
+            Err(io::Error::from(io::ErrorKind::Interrupted)),
+            Ok(vec![9; 60]),
+        ]);
+        let rx = FakeRx {
+            script,
+            current: Vec::new(),
+        };
+        let mut src = LiveSource::from_receiver("fake0", Box::new(rx), true);
+        let before = now_micros();
+        match src.next_frame() {
+            Ok(Next::Frame(f)) => {
+                assert_eq!(f.data, &[1, 2, 3, 4]);
+                assert_eq!(f.wire_len, 4);
+                assert_eq!(f.link, LinkType::Ethernet);
+                assert!(f.ts >= before && f.ts <= now_micros());
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+        assert!(matches!(src.next_frame(), Ok(Next::Idle(t)) if t >= before));
+        assert!(matches!(src.next_frame(), Ok(Next::Idle(_))));
+        assert!(matches!(src.next_frame(), Ok(Next::Frame(f)) if f.data.len() == 60));
+        let err = src
+            .next_frame()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("interface fake0: receive failed"), "{err}");
+        assert_eq!(src.stats().frames, 2);
+        assert_eq!(src.stats().kernel_drops, 0);
+        assert_eq!(src.describe(), "fake0");
+    }
+
+    #[test]
+    fn unknown_interface_lists_the_available_ones() {
+        let err = LiveSource::open("no-such-if0", &LiveOptions::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("interface no-such-if0: no such interface; available: "),
+            "{err}"
+        );
+        assert!(err.contains("lo"), "loopback should be listed: {err}");
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let opts = LiveOptions {
+            read_timeout: Duration::ZERO,
+            ..LiveOptions::default()
+        };
+        let err = LiveSource::open("lo", &opts)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("shorter than 1 ms"), "{err}");
+    }
+
+    #[test]
+    fn permission_message_says_how_to_grant_it() {
+        let e = io::Error::from_raw_os_error(1);
+        assert!(is_permission(&e));
+        assert!(is_permission(&io::Error::from_raw_os_error(13)));
+        assert!(!is_permission(&io::Error::from_raw_os_error(92)));
+        let msg = permission_error("eth0", &e).to_string();
+        assert!(msg.starts_with("interface eth0: "), "{msg}");
+        assert!(msg.contains("CAP_NET_RAW"), "{msg}");
+        assert!(
+            msg.contains("setcap cap_net_raw,cap_net_admin+eip "),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,936 @@
+//! Capture files → frames: classic pcap (µs and ns, both byte orders, Kuznetzov's modified
+//! format) and pcapng (several sections, interfaces with their own link type and timestamp
+//! resolution), read in constant memory; plus a minimal classic pcap writer for tests and
+//! generators.
+//!
+//! Everything decided per file (format, byte order, link type, resolution) is decided once,
+//! when the file header, section header or interface description is read — never per
+//! record. The reader owns a `BufReader` and one record buffer allocated at open; frames
+//! borrow that buffer, so memory does not depend on the file size. Every error names the
+//! file and the byte offset of the record (or header) at fault.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use super::{CaptureError, Frame, FrameSource, Next, SourceStats};
+use crate::decode::{LinkType, Micros};
+
+/// Largest captured length accepted for one record (libpcap's own maximum snaplen).
+/// Anything longer is treated as corruption, not as a frame.
+pub const MAX_RECORD: usize = 256 * 1024;
+
+/// Room in the record buffer for pcapng packet-block options read together with the data.
+/// Longer option areas are streamed past without buffering.
+const OPTIONS_ROOM: usize = 4 * 1024;
+
+/// Size of the read-ahead buffer over the file.
+const READ_AHEAD: usize = 128 * 1024;
+
+/// Interfaces one pcapng section may describe; more is treated as a hostile file, so a
+/// crafted capture cannot grow memory without bound.
+pub const MAX_INTERFACES: usize = 1024;
+
+const PCAPNG_SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+const PCAPNG_IDB: u32 = 1;
+const PCAPNG_PB: u32 = 2;
+const PCAPNG_SPB: u32 = 3;
+const PCAPNG_EPB: u32 = 6;
+
+/// A human name for a pcap link-type number, for error messages ("unknown" when we do not
+/// know it). Covers the link types one meets when pointing a detector at the wrong capture.
+pub fn linktype_name(linktype: u32) -> &'static str {
+    if let Some(link) = LinkType::from_pcap(linktype) {
+        return link.name();
+    }
+    match linktype {
+        3 => "AX.25",
+        6 => "IEEE 802.5 Token Ring",
+        7 => "ARCNET",
+        8 => "SLIP",
+        9 => "PPP",
+        10 => "FDDI",
+        50 => "PPP in HDLC framing",
+        51 => "PPPoE session (PPP_ETHER)",
+        100 => "ATM RFC 1483",
+        104 => "Cisco HDLC",
+        105 => "IEEE 802.11",
+        107 => "Frame Relay",
+        114 => "LocalTalk",
+        119 => "IEEE 802.11 Prism header",
+        122 => "IP over Fibre Channel",
+        127 => "IEEE 802.11 radiotap",
+        143 => "DOCSIS",
+        147..=162 => "user-defined (DLT_USER)",
+        163 => "IEEE 802.11 AVS header",
+        187 => "Bluetooth HCI H4",
+        189 => "Linux USB",
+        192 => "PPI (per-packet information)",
+        195 => "IEEE 802.15.4",
+        197 => "Endace ERF",
+        201 => "Bluetooth HCI H4 with pseudo-header",
+        215 => "IEEE 802.15.4 without FCS",
+        220 => "Linux USB (memory-mapped)",
+        227 => "SocketCAN",
+        239 => "Linux netfilter NFLOG",
+        249 => "USBPcap",
+        251 => "Bluetooth LE link layer",
+        252 => "Wireshark upper PDU",
+        253 => "Linux netlink",
+        254 => "Bluetooth Linux monitor",
+        256 => "Bluetooth LE with pseudo-header",
+        271 => "Linux vsock",
+        272 => "Nordic BLE sniffer",
+        274 => "Ethernet MAC merge (mPackets)",
+        _ => "unknown",
+    }
+}
+
+/// Reads a u16/u32 in the byte order decided for the file or section.
+fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+fn u64_at(b: &[u8], at: usize, be: bool) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    if be {
+        u64::from_be_bytes(a)
+    } else {
+        u64::from_le_bytes(a)
+    }
+}
+
+/// pcapng rounds every variable-length field up to 32 bits.
+fn pad4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// The file being read and how far we are into it.
+struct Input {
+    path: String,
+    rd: BufReader<File>,
+    /// Offset of the next unread byte.
+    offset: u64,
+}
+
+impl Input {
+    /// Reads until `buf` is full or the file ends; returns the bytes read.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, CaptureError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.rd.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        offset: self.offset + n as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    /// Reads the first bytes of a record: `false` when the file ends cleanly before it.
+    fn read_start(&mut self, buf: &mut [u8], record: u64) -> Result<bool, CaptureError> {
+        match self.read_some(buf)? {
+            0 => Ok(false),
+            n if n == buf.len() => Ok(true),
+            _ => Err(self.truncated(record)),
+        }
+    }
+
+    /// Reads the rest of a record; a short read means the file was cut inside it.
+    fn read_rest(&mut self, buf: &mut [u8], record: u64) -> Result<(), CaptureError> {
+        if self.read_some(buf)? == buf.len() {
+            Ok(())
+        } else {
+            Err(self.truncated(record))
+        }
+    }
+
+    /// Skips `n` bytes of a record without copying them anywhere.
+    fn skip(&mut self, mut n: u64, record: u64) -> Result<(), CaptureError> {
+        while n > 0 {
+            let avail = match self.rd.fill_buf() {
+                Ok(b) => b.len(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        offset: self.offset,
+                        source,
+                    })
+                }
+            };
+            if avail == 0 {
+                return Err(self.truncated(record));
+            }
+            let k = avail.min(usize::try_from(n).unwrap_or(usize::MAX));
+            self.rd.consume(k);
+            self.offset += k as u64;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn truncated(&self, offset: u64) -> CaptureError {
+        CaptureError::Truncated {
+            path: self.path.clone(),
+            offset,
+        }
+    }
+
+    fn malformed(&self, offset: u64, what: &'static str) -> CaptureError {
+        CaptureError::Malformed {
+            path: self.path.clone(),
+            offset,
+            what,
+        }
+    }
+
+    fn unsupported(&self, linktype: u32, offset: u64) -> CaptureError {
+        CaptureError::UnsupportedLinkType {
+            path: self.path.clone(),
+            linktype,
+            name: linktype_name(linktype),
+            offset,
+        }
+    }
+}
+
+/// Classic pcap parameters, fixed by the file header.
+#[derive(Clone, Copy, Debug)]
+struct Classic {
+    be: bool,
+    nanos: bool,
+    /// 16, or 24 for Kuznetzov's modified pcap (ifindex, protocol, packet type, padding).
+    rec_hdr_len: usize,
+    link: LinkType,
+}
+
+/// How one pcapng interface's timestamp units become microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TsScale {
+    Micros,
+    Mul(u64),
+    Div(u64),
+    /// Units of 2^-n seconds.
+    Binary(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TsConv {
+    scale: TsScale,
+    /// if_tsoffset, in microseconds.
+    offset_us: i64,
+}
+
+impl TsConv {
+    const DEFAULT: TsConv = TsConv {
+        scale: TsScale::Micros,
+        offset_us: 0,
+    };
+
+    /// From the if_tsresol option byte; `None` when finer than we can represent (10^-25,
+    /// 2^-128), which no capture tool writes.
+    fn from_tsresol(v: u8) -> Option<TsScale> {
+        if v & 0x80 == 0 {
+            let k = u32::from(v);
+            if k == 6 {
+                Some(TsScale::Micros)
+            } else if k < 6 {
+                Some(TsScale::Mul(10u64.pow(6 - k)))
+            } else if k - 6 <= 19 {
+                Some(TsScale::Div(10u64.pow(k - 6)))
+            } else {
+                None
+            }
+        } else {
+            Some(TsScale::Binary(u32::from(v & 0x7f)))
+        }
+    }
+
+    fn micros(self, t: u64) -> Micros {
+        let us: u64 = match self.scale {
+            TsScale::Micros => t,
+            TsScale::Mul(m) => t.saturating_mul(m),
+            TsScale::Div(d) => t / d,
+            TsScale::Binary(n) => {
+                let v = (u128::from(t) * 1_000_000) >> n;
+                u64::try_from(v).unwrap_or(u64::MAX)
+            }
+        };
+        i64::try_from(us)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.offset_us)
+    }
+}
+
+/// One pcapng Interface Description Block, as much of it as frames need.
+#[derive(Clone, Copy, Debug)]
+struct Iface {
+    linktype: u32,
+    /// `None` when we do not decode this link type: an error only once a packet uses it.
+    link: Option<LinkType>,
+    snaplen: u32,
+    ts: TsConv,
+}
+
+/// State of the pcapng section being read.
+#[derive(Debug)]
+struct Section {
+    be: bool,
+    ifaces: Vec<Iface>,
+    /// Timestamp of the last packet with one, for Simple Packet Blocks (they carry none).
+    last_ts: Micros,
+}
+
+#[derive(Debug)]
+enum Format {
+    Classic(Classic),
+    Ng(Section),
+}
+
+/// Reads a pcap or pcapng file frame by frame. See the module documentation.
+///
+/// After an error the reader is finished: later calls return `Next::End`. Frames returned
+/// before the error were complete records and stay valid.
+pub struct PcapReader {
+    input: Input,
+    /// The one record buffer: `MAX_RECORD` plus room for pcapng options and padding.
+    buf: Vec<u8>,
+    format: Format,
+    stats: SourceStats,
+    finished: bool,
+}
+
+impl std::fmt::Debug for PcapReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapReader")
+            .field("path", &self.input.path)
+            .field("offset", &self.input.offset)
+            .field("format", &self.format)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl PcapReader {
+    /// Opens a capture and reads its file header (classic) or first section header
+    /// (pcapng). The format is found by the magic number, not by the file name.
+    pub fn open(path: &Path) -> Result<PcapReader, CaptureError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        let mut input = Input {
+            path: name,
+            rd: BufReader::with_capacity(READ_AHEAD, file),
+            offset: 0,
+        };
+        let buf = vec![0u8; MAX_RECORD + OPTIONS_ROOM];
+
+        let mut magic = [0u8; 4];
+        match input.read_some(&mut magic)? {
+            0 => return Err(input.malformed(0, "empty file; expected a pcap or pcapng header")),
+            4 => {}
+            _ => return Err(input.truncated(0)),
+        }
+        let format = if magic == PCAPNG_SHB {
+            let mut head = [0u8; 8];
+            head[..4].copy_from_slice(&magic);
+            let mut len = [0u8; 4];
+            input.read_rest(&mut len, 0)?;
+            head[4..].copy_from_slice(&len);
+            let mut section = Section {
+                be: false,
+                ifaces: Vec::with_capacity(4),
+                last_ts: 0,
+            };
+            read_shb(&mut input, &mut section, head, 0)?;
+            Format::Ng(section)
+        } else {
+            let (be, nanos, rec_hdr_len) = match u32::from_le_bytes(magic) {
+                0xa1b2_c3d4 => (false, false, 16),
+                0xd4c3_b2a1 => (true, false, 16),
+                0xa1b2_3c4d => (false, true, 16),
+                0x4d3c_b2a1 => (true, true, 16),
+                0xa1b2_cd34 => (false, false, 24),
+                0x34cd_b2a1 => (true, false, 24),
+                _ => {
+                    return Err(CaptureError::NotACapture {
+                        path: input.path,
+                        magic: u32::from_be_bytes(magic),
+                    })
+                }
+            };
+            let mut hdr = [0u8; 20];
+            input.read_rest(&mut hdr, 0)?;
+            if u16_at(&hdr, 0, be) != 2 {
+                return Err(input.malformed(4, "unsupported pcap version; expected 2.x"));
+            }
+            // The upper bits of the link-type field carry FCS information (libpcap's
+            // LT_LINKTYPE mask keeps the rest).
+            let linktype = u32_at(&hdr, 16, be) & 0x03ff_ffff;
+            let link =
+                LinkType::from_pcap(linktype).ok_or_else(|| input.unsupported(linktype, 20))?;
+            Format::Classic(Classic {
+                be,
+                nanos,
+                rec_hdr_len,
+                link,
+            })
+        };
+        Ok(PcapReader {
+            input,
+            buf,
+            format,
+            stats: SourceStats::default(),
+            finished: false,
+        })
+    }
+
+    /// Byte offset of the next unread byte (for progress reports).
+    pub fn offset(&self) -> u64 {
+        self.input.offset
+    }
+
+    /// The link type frames carry, for classic pcap; `None` for pcapng, where it is per
+    /// interface (each `Frame` carries its own).
+    pub fn link_type(&self) -> Option<LinkType> {
+        match &self.format {
+            Format::Classic(c) => Some(c.link),
+            Format::Ng(_) => None,
+        }
+    }
+
+    fn read_next(&mut self) -> Result<Next<'_>, CaptureError> {
+        let PcapReader {
+            input,
+            buf,
+            format,
+            stats,
+            finished,
+        } = self;
+        let frame = match format {
+            Format::Classic(c) => next_classic(input, buf, *c),
+            Format::Ng(s) => next_ng(input, buf, s),
+        };
+        match frame {
+            Ok(Some((ts, link, len, wire_len))) => {
+                stats.frames += 1;
+                Ok(Next::Frame(Frame {
+                    ts,
+                    link,
+                    data: buf.get(..len).unwrap_or(&[]),
+                    wire_len,
+                }))
+            }
+            Ok(None) => {
+                *finished = true;
+                Ok(Next::End)
+            }
+            Err(e) => {
+                *finished = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// (timestamp, link type, captured length in the record buffer, wire length)
+type RawFrame = (Micros, LinkType, usize, u32);
+
+fn next_classic(
+    input: &mut Input,
+    buf: &mut [u8],
+    c: Classic,
+) -> Result<Option<RawFrame>, CaptureError> {
+    let start = input.offset;
+    let mut h = [0u8; 24];
+    if !input.read_start(&mut h[..c.rec_hdr_len], start)? {
+        return Ok(None);
+    }
+    let sec = u32_at(&h, 0, c.be);
+    let frac = u32_at(&h, 4, c.be);
+    let incl = u32_at(&h, 8, c.be) as usize;
+    let orig = u32_at(&h, 12, c.be);
+    if incl > MAX_RECORD {
+        return Err(input.malformed(start, "record's captured length exceeds 262144 bytes"));
+    }
+    let data = buf
+        .get_mut(..incl)
+        .ok_or_else(|| input.malformed(start, "record does not fit the record buffer"))?;
+    input.read_rest(data, start)?;
+    let frac_us = if c.nanos { frac / 1000 } else { frac };
+    let ts = i64::from(sec) * 1_000_000 + i64::from(frac_us);
+    Ok(Some((ts, c.link, incl, orig.max(incl as u32))))
+}
+
+/// Reads a Section Header Block whose type and length words are in `head` (already
+/// consumed); resets the section's interfaces and byte order.
+fn read_shb(
+    input: &mut Input,
+    section: &mut Section,
+    head: [u8; 8],
+    start: u64,
+) -> Result<(), CaptureError> {
+    let mut bom = [0u8; 4];
+    input.read_rest(&mut bom, start)?;
+    let be = match bom {
+        [0x1a, 0x2b, 0x3c, 0x4d] => true,
+        [0x4d, 0x3c, 0x2b, 0x1a] => false,
+        _ => {
+            return Err(input.malformed(
+                start + 8,
+                "section header has no byte-order magic 0x1a2b3c4d",
+            ))
+        }
+    };
+    let len = u32_at(&head, 4, be) as u64;
+    if len < 28 || len % 4 != 0 {
+        return Err(input.malformed(
+            start + 4,
+            "section header length is not a multiple of 4 of at least 28",
+        ));
+    }
+    let mut fixed = [0u8; 12];
+    input.read_rest(&mut fixed, start)?;
+    if u16_at(&fixed, 0, be) != 1 {
+        return Err(input.malformed(start + 12, "unsupported pcapng major version; expected 1"));
+    }
+    // Options are not needed: skip them, then check the trailing length.
+    input.skip(len - 28, start)?;
+    let mut trailer = [0u8; 4];
+    input.read_rest(&mut trailer, start)?;
+    if u64::from(u32_at(&trailer, 0, be)) != len {
+        return Err(input.malformed(
+            start,
+            "section header's trailing length differs from its leading length",
+        ));
+    }
+    section.be = be;
+    section.ifaces.clear();
+    Ok(())
+}
+
+fn next_ng(
+    input: &mut Input,
+    buf: &mut [u8],
+    s: &mut Section,
+) -> Result<Option<RawFrame>, CaptureError> {
+    loop {
+        let start = input.offset;
+        let mut head = [0u8; 8];
+        if !input.read_start(&mut head, start)? {
+            return Ok(None);
+        }
+        if head[..4] == PCAPNG_SHB {
+            read_shb(input, s, head, start)?;
+            continue;
+        }
+        let be = s.be;
+        let typ = u32_at(&head, 0, be);
+        let len = u32_at(&head, 4, be) as usize;
+        if len < 12 || len % 4 != 0 {
+            return Err(input.malformed(
+                start + 4,
+                "block length is not a multiple of 4 of at least 12",
+            ));
+        }
+        match typ {
+            PCAPNG_IDB => read_idb(input, buf, s, len, start)?,
+            PCAPNG_EPB | PCAPNG_PB => {
+                return read_epb(input, buf, s, typ, len, start).map(Some);
+            }
+            PCAPNG_SPB => return read_spb(input, buf, s, len, start).map(Some),
+            _ => {
+                // Any other block (name resolution, statistics, custom, secrets...): skip
+                // it by its length and check its trailer.
+                input.skip(len as u64 - 12, start)?;
+                let mut trailer = [0u8; 4];
+                input.read_rest(&mut trailer, start)?;
+                if u32_at(&trailer, 0, be) as usize != len {
+                    return Err(input.malformed(
+                        start,
+                        "block's trailing length differs from its leading length",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_trailer(
+    input: &Input,
+    bytes: &[u8],
+    at: usize,
+    be: bool,
+    len: usize,
+    start: u64,
+) -> Result<(), CaptureError> {
+    if u32_at(bytes, at, be) as usize == len {
+        Ok(())
+    } else {
+        Err(input.malformed(
+            start,
+            "block's trailing length differs from its leading length",
+        ))
+    }
+}
+
+fn read_idb(
+    input: &mut Input,
+    buf: &mut [u8],
+    s: &mut Section,
+    len: usize,
+    start: u64,
+) -> Result<(), CaptureError> {
+    if len < 20 {
+        return Err(input.malformed(
+            start + 4,
+            "interface description block shorter than 20 bytes",
+        ));
+    }
+    if s.ifaces.len() >= MAX_INTERFACES {
+        return Err(input.malformed(start, "more than 1024 interfaces in one pcapng section"));
+    }
+    // Body and trailer.
+    let rest = len - 8;
+    let body = buf.get_mut(..rest).ok_or_else(|| {
+        input.malformed(start + 4, "interface description block longer than 260 KiB")
+    })?;
+    input.read_rest(body, start)?;
+    let be = s.be;
+    check_trailer(input, body, rest - 4, be, len, start)?;
+    let linktype = u32::from(u16_at(body, 0, be));
+    let snaplen = u32_at(body, 4, be);
+    let mut ts = TsConv::DEFAULT;
+    let opts = &body[8..rest - 4];
+    let mut at = 0;
+    while at + 4 <= opts.len() {
+        let code = u16_at(opts, at, be);
+        let olen = usize::from(u16_at(opts, at + 2, be));
+        let value_at = at + 4;
+        let opt_offset = start + 16 + at as u64;
+        if code == 0 {
+            break;
+        }
+        let value = opts.get(value_at..value_at + olen).ok_or_else(|| {
+            input.malformed(
+                opt_offset,
+                "interface option runs past the end of its block",
+            )
+        })?;
+        match (code, olen) {
+            (9, 1) => {
+                ts.scale = TsConv::from_tsresol(value[0]).ok_or_else(|| {
+                    input.malformed(opt_offset, "if_tsresol finer than 10^-25 or 2^-127 s")
+                })?;
+            }
+            (9, _) => {
+                return Err(input.malformed(opt_offset, "if_tsresol option is not 1 byte long"))
+            }
+            (14, 8) => {
+                let secs = u64_at(value, 0, be) as i64;
+                ts.offset_us = secs.saturating_mul(1_000_000);
+            }
+            (14, _) => {
+                return Err(input.malformed(opt_offset, "if_tsoffset option is not 8 bytes long"))
+            }
+            _ => {}
+        }
+        at = value_at + pad4(olen);
+    }
+    s.ifaces.push(Iface {
+        linktype,
+        link: LinkType::from_pcap(linktype),
+        snaplen,
+        ts,
+    });
+    Ok(())
+}
+
+/// The interface a packet block refers to, and its decodable link type.
+fn iface_for(
+    input: &Input,
+    s: &Section,
+    id: usize,
+    start: u64,
+) -> Result<(Iface, LinkType), CaptureError> {
+    let iface = *s.ifaces.get(id).ok_or_else(|| {
+        input.malformed(
+            start,
+            "packet block refers to an interface with no description block in its section",
+        )
+    })?;
+    match iface.link {
+        Some(link) => Ok((iface, link)),
+        None => Err(input.unsupported(iface.linktype, start)),
+    }
+}
+
+/// Enhanced Packet Block, or the obsolete Packet Block (same layout, 16-bit interface id
+/// followed by a drop count).
+fn read_epb(
+    input: &mut Input,
+    buf: &mut [u8],
+    s: &mut Section,
+    typ: u32,
+    len: usize,
+    start: u64,
+) -> Result<RawFrame, CaptureError> {
+    if len < 32 {
+        return Err(input.malformed(start + 4, "packet block shorter than 32 bytes"));
+    }
+    let be = s.be;
+    let mut fixed = [0u8; 20];
+    input.read_rest(&mut fixed, start)?;
+    let id = if typ == PCAPNG_EPB {
+        u32_at(&fixed, 0, be) as usize
+    } else {
+        usize::from(u16_at(&fixed, 0, be))
+    };
+    let (iface, link) = iface_for(input, s, id, start)?;
+    let t = (u64::from(u32_at(&fixed, 4, be)) << 32) | u64::from(u32_at(&fixed, 8, be));
+    let cap = u32_at(&fixed, 12, be) as usize;
+    let orig = u32_at(&fixed, 16, be);
+    if cap > MAX_RECORD {
+        return Err(input.malformed(start, "packet's captured length exceeds 262144 bytes"));
+    }
+    let padded = pad4(cap);
+    // Data, padding, options and trailer.
+    let rest = len - 28;
+    if padded + 4 > rest {
+        return Err(input.malformed(
+            start,
+            "packet's captured length runs past the end of its block",
+        ));
+    }
+    if let Some(all) = buf.get_mut(..rest) {
+        input.read_rest(all, start)?;
+        check_trailer(input, all, rest - 4, be, len, start)?;
+    } else {
+        // Options longer than the spare room: stream past them.
+        // `padded` ≤ MAX_RECORD (checked above) fits the buffer.
+        let data = buf
+            .get_mut(..padded)
+            .ok_or_else(|| input.malformed(start, "packet does not fit the record buffer"))?;
+        input.read_rest(data, start)?;
+        input.skip((rest - padded - 4) as u64, start)?;
+        let mut trailer = [0u8; 4];
+        input.read_rest(&mut trailer, start)?;
+        check_trailer(input, &trailer, 0, be, len, start)?;
+    }
+    let ts = iface.ts.micros(t);
+    s.last_ts = ts;
+    Ok((ts, link, cap, orig.max(cap as u32)))
+}
+
+/// Simple Packet Block: interface 0, no timestamp (the last one seen is reused), captured
+/// length = min(original length, interface 0's snaplen, what the block holds).
+fn read_spb(
+    input: &mut Input,
+    buf: &mut [u8],
+    s: &mut Section,
+    len: usize,
+    start: u64,
+) -> Result<RawFrame, CaptureError> {
+    if len < 16 {
+        return Err(input.malformed(start + 4, "simple packet block shorter than 16 bytes"));
+    }
+    let be = s.be;
+    let (iface, link) = iface_for(input, s, 0, start)?;
+    let rest = len - 8;
+    let all = buf
+        .get_mut(..rest)
+        .ok_or_else(|| input.malformed(start, "simple packet block's data exceeds 262144 bytes"))?;
+    input.read_rest(all, start)?;
+    check_trailer(input, all, rest - 4, be, len, start)?;
+    let orig = u32_at(all, 0, be);
+    let mut cap = (orig as usize).min(rest - 8);
+    if iface.snaplen != 0 {
+        cap = cap.min(iface.snaplen as usize);
+    }
+    if cap > MAX_RECORD {
+        return Err(input.malformed(start, "simple packet block's data exceeds 262144 bytes"));
+    }
+    // Move the data to the front so frames always start at the buffer's beginning.
+    all.copy_within(4..4 + cap, 0);
+    Ok((s.last_ts, link, cap, orig.max(cap as u32)))
+}
+
+impl FrameSource for PcapReader {
+    fn next_frame(&mut self) -> Result<Next<'_>, CaptureError> {
+        if self.finished {
+            return Ok(Next::End);
+        }
+        self.read_next()
+    }
+
+    fn describe(&self) -> &str {
+        &self.input.path
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}
+
+/// Writes classic pcap (microsecond timestamps, little-endian): test fixtures, the demo
+/// capture generator and the hostile-traffic generator.
+pub struct PcapWriter {
+    path: String,
+    w: BufWriter<File>,
+    offset: u64,
+    snaplen: u32,
+}
+
+impl PcapWriter {
+    /// Creates (or truncates) `path` with link type `linktype` and a snaplen of
+    /// `MAX_RECORD`.
+    pub fn create(path: &Path, linktype: u32) -> Result<PcapWriter, CaptureError> {
+        PcapWriter::create_with_snaplen(path, linktype, MAX_RECORD as u32)
+    }
+
+    /// As `create`, with a chosen snaplen: longer frames are cut to it when written.
+    pub fn create_with_snaplen(
+        path: &Path,
+        linktype: u32,
+        snaplen: u32,
+    ) -> Result<PcapWriter, CaptureError> {
+        let name = path.display().to_string();
+        let file = File::create(path).map_err(|source| CaptureError::Open {
+            path: name.clone(),
+            source,
+        })?;
+        let mut w = PcapWriter {
+            path: name,
+            w: BufWriter::with_capacity(READ_AHEAD, file),
+            offset: 0,
+            snaplen,
+        };
+        let mut hdr = [0u8; 24];
+        hdr[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        hdr[4..6].copy_from_slice(&2u16.to_le_bytes());
+        hdr[6..8].copy_from_slice(&4u16.to_le_bytes());
+        hdr[16..20].copy_from_slice(&snaplen.to_le_bytes());
+        hdr[20..24].copy_from_slice(&linktype.to_le_bytes());
+        w.put(&hdr)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
+        self.w.write_all(bytes).map_err(|source| CaptureError::Io {
+            path: self.path.clone(),
+            offset: self.offset,
+            source,
+        })?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends one record: `data` (cut to the snaplen) captured at `ts` (µs since the Unix
+    /// epoch, 1970..2106), `wire_len` bytes long on the wire (raised to `data.len()` if
+    /// smaller).
+    pub fn write(&mut self, ts: Micros, data: &[u8], wire_len: u32) -> Result<(), CaptureError> {
+        let sec = u32::try_from(ts.div_euclid(1_000_000)).map_err(|_| CaptureError::Malformed {
+            path: self.path.clone(),
+            offset: self.offset,
+            what: "timestamp outside 1970..2106 cannot be written to classic pcap",
+        })?;
+        let usec = ts.rem_euclid(1_000_000) as u32;
+        let full = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let incl = full.min(self.snaplen);
+        let data = data.get(..incl as usize).unwrap_or(data);
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&sec.to_le_bytes());
+        h[4..8].copy_from_slice(&usec.to_le_bytes());
+        h[8..12].copy_from_slice(&incl.to_le_bytes());
+        h[12..16].copy_from_slice(&wire_len.max(full).to_le_bytes());
+        self.put(&h)?;
+        self.put(data)
+    }
+
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Flushes the file; errors that dropping would hide are reported here.
+    pub fn finish(mut self) -> Result<(), CaptureError> {
+        self.w.flush().map_err(|source| CaptureError::Io {
+            path: self.path.clone(),
+            offset: self.offset,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsresol_decimal_and_binary() {
+        assert_eq!(TsConv::from_tsresol(6), Some(TsScale::Micros));
+        assert_eq!(TsConv::from_tsresol(9), Some(TsScale::Div(1000)));
+        assert_eq!(TsConv::from_tsresol(3), Some(TsScale::Mul(1000)));
+        assert_eq!(TsConv::from_tsresol(0), Some(TsScale::Mul(1_000_000)));
+        assert_eq!(TsConv::from_tsresol(0x80 | 20), Some(TsScale::Binary(20)));
+        assert_eq!(TsConv::from_tsresol(26), None);
+        let ns = TsConv {
+            scale: TsScale::Div(1000),
+            offset_us: 0,
+        };
+        assert_eq!(ns.micros(1_700_000_000_123_456_789), 1_700_000_000_123_456);
+        // 2^-20 s units: 2^20 units are one second; half a second more.
+        let bin = TsConv {
+            scale: TsScale::Binary(20),
+            offset_us: 5_000_000,
+        };
+        assert_eq!(bin.micros((3 << 20) + (1 << 19)), 8_500_000);
+        let ms = TsConv {
+            scale: TsScale::Mul(1000),
+            offset_us: 0,
+        };
+        assert_eq!(ms.micros(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn linktype_names() {
+        assert_eq!(linktype_name(105), "IEEE 802.11");
+        assert_eq!(linktype_name(127), "IEEE 802.11 radiotap");
+        assert_eq!(linktype_name(1), "Ethernet");
+        assert_eq!(linktype_name(60000), "unknown");
+    }
+}

@@ -1,0 +1,987 @@
+//! The engine: `process(ts, frame)` per frame, `tick(now)` when time passes without frames.
+//!
+//! It owns every piece of detection state (flows, hosts, ARP bindings, rules, intel, model)
+//! and does no I/O: results go to a bounded outbox that the run loop drains to SQLite, EVE
+//! and the status page. Time is packet time only. The per-frame path never allocates:
+//! tables and outbox buffers are sized at start-up.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::arpwatch::{fmt_mac, ArpWatch};
+use crate::config::{Config, VerdictConfig};
+use crate::correlate::{self, AnomalyEvidence, AnomalyLevel, FeatureDriver, RangeBreach, Reason};
+use crate::decode::{
+    self, LinkType, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, L3,
+};
+use crate::events::{AlertRow, FlowRow, Level, VerdictRow};
+use crate::features::{self, FeatureVector, WindowTotals, FEATURE_NAMES, N_FEATURES};
+use crate::flow::{addr16, addr_from16, Addr16, FlowTable, FlowTimeouts};
+use crate::host::{HostTable, WINDOW_SECS};
+use crate::intel::IntelSet;
+use crate::model::Model;
+use crate::rules::{Action, PacketCtx, RuleHit, RuleSet};
+use crate::stats::{Stage, Stats, TIMING_SAMPLE};
+use crate::table::mix;
+
+/// Generator id of threat-intel alerts (rules use gid 1).
+pub const GID_INTEL: u32 = 9_001;
+/// Generator id of ARP-watch alerts.
+pub const GID_ARP: u32 = 9_002;
+
+/// What raised an alert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AlertSource {
+    Rule(u32),
+    /// Threat-intel list index and the listed address.
+    Intel {
+        list: u16,
+        listed: Addr16,
+    },
+    /// Changed ARP binding.
+    Arp {
+        old_mac: [u8; 6],
+        new_mac: [u8; 6],
+    },
+}
+
+/// An alert waiting in the outbox (strings are resolved when written).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlertRec {
+    pub ts: Micros,
+    pub source: AlertSource,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub flow_id: u64,
+}
+
+/// A verdict above SAFE waiting in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerdictRec {
+    pub ts: Micros,
+    pub host: IpAddr,
+    pub level: Level,
+    pub risk: u8,
+    pub anomaly_score: Option<f64>,
+    pub confidence: f64,
+    pub reasons: heapless::Vec<Reason, { correlate::MAX_REASONS }>,
+    /// Raw window totals, for plain-words explanations.
+    pub totals: WindowTotals,
+    /// Packets per second this host usually has (baseline mean), for "N× its usual".
+    pub usual_rate: f64,
+}
+
+/// A feature sample (learning mode and `train`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleRec {
+    pub ts: Micros,
+    pub host: IpAddr,
+    pub features: FeatureVector,
+}
+
+/// Bounded buffers between the engine and the outputs.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub alerts: Vec<AlertRec>,
+    pub verdicts: Vec<VerdictRec>,
+    pub flows: Vec<FlowRow>,
+    pub samples: Vec<SampleRec>,
+    /// (second end ts, counts of SAFE/WARNING/HIGH/CRITICAL host-windows).
+    pub windows: Vec<(Micros, [u64; 4])>,
+    cap: usize,
+}
+
+impl Outbox {
+    fn with_capacity(cap: usize) -> Outbox {
+        Outbox {
+            alerts: Vec::with_capacity(cap),
+            verdicts: Vec::with_capacity(cap),
+            flows: Vec::with_capacity(cap),
+            samples: Vec::with_capacity(cap),
+            windows: Vec::with_capacity(cap),
+            cap,
+        }
+    }
+
+    /// More than three quarters of some buffer is used: the loop should flush now.
+    pub fn pressing(&self) -> bool {
+        let lim = self.cap - self.cap / 4;
+        self.alerts.len() >= lim
+            || self.verdicts.len() >= lim
+            || self.flows.len() >= lim
+            || self.samples.len() >= lim
+            || self.windows.len() >= lim
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.verdicts.is_empty()
+            && self.flows.is_empty()
+            && self.samples.is_empty()
+            && self.windows.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.alerts.clear();
+        self.verdicts.clear();
+        self.flows.clear();
+        self.samples.clear();
+        self.windows.clear();
+    }
+}
+
+/// Pushes into a Vec only within its start-up capacity; false when full.
+#[inline]
+fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
+    if v.len() < v.capacity() {
+        v.push(x);
+        true
+    } else {
+        false
+    }
+}
+
+/// Engine construction parameters (from the config).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub flows: usize,
+    pub hosts: usize,
+    pub outbox: usize,
+    pub timeouts: FlowTimeouts,
+    pub host_timeout: Micros,
+    pub verdict: VerdictConfig,
+    pub arp_watch: bool,
+    /// Emit a feature sample for every host-window (learning mode, training).
+    pub collect_samples: bool,
+}
+
+impl EngineOptions {
+    pub fn from_config(cfg: &Config) -> EngineOptions {
+        let s = |secs: u64| (secs as i64).saturating_mul(1_000_000);
+        EngineOptions {
+            flows: cfg.tables.flows,
+            hosts: cfg.tables.hosts,
+            outbox: cfg.tables.outbox,
+            timeouts: FlowTimeouts {
+                tcp: s(cfg.timeouts.tcp),
+                udp: s(cfg.timeouts.udp),
+                other: s(cfg.timeouts.other),
+                closed: s(cfg.timeouts.closed),
+            },
+            host_timeout: s(cfg.timeouts.host),
+            verdict: cfg.verdict.clone(),
+            arp_watch: cfg.detection.arp_watch,
+            collect_samples: false,
+        }
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions::from_config(&Config::default())
+    }
+}
+
+/// Only unicast, specified addresses are hosts (broadcast and multicast are destinations).
+#[inline]
+fn is_host_addr(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+pub struct Engine {
+    opts: EngineOptions,
+    pub flows: FlowTable,
+    pub hosts: HostTable,
+    pub arp: ArpWatch,
+    pub rules: Option<RuleSet>,
+    pub intel: Option<IntelSet>,
+    pub model: Option<Model>,
+    pub stats: Stats,
+    pub outbox: Outbox,
+    link: LinkType,
+    cur_sec: i64,
+    last_ts: Micros,
+    hits: Vec<RuleHit>,
+    seed: u64,
+    /// Monotonic instant of the first frame of the current second (frame→verdict latency).
+    sec_started: Option<Instant>,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Engine {
+        let seed = crate::table::random_seed();
+        Engine {
+            flows: FlowTable::new(opts.flows, opts.timeouts, seed),
+            hosts: HostTable::new(opts.hosts, opts.host_timeout, seed ^ 0x9e37_79b9),
+            arp: ArpWatch::new(opts.hosts, seed ^ 0x7f4a_7c15),
+            rules: None,
+            intel: None,
+            model: None,
+            stats: Stats::default(),
+            outbox: Outbox::with_capacity(opts.outbox),
+            link: LinkType::Ethernet,
+            cur_sec: i64::MIN,
+            last_ts: i64::MIN,
+            hits: Vec::with_capacity(256),
+            seed,
+            sec_started: None,
+            opts,
+        }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Link type of the frames given to `process`.
+    pub fn set_link(&mut self, link: LinkType) {
+        self.link = link;
+    }
+
+    /// The second currently being filled (packet time), if any frame was seen.
+    pub fn current_second(&self) -> Option<i64> {
+        (self.cur_sec != i64::MIN).then_some(self.cur_sec)
+    }
+
+    /// Packet time of the latest frame or tick.
+    pub fn now(&self) -> Micros {
+        self.last_ts
+    }
+
+    /// Processes one frame of the current link type stamped `ts`.
+    #[inline]
+    pub fn process(&mut self, ts: Micros, frame: &[u8]) {
+        self.process_frame(ts, self.link, frame, frame.len() as u32);
+    }
+
+    /// Processes one frame with an explicit link type and wire length.
+    pub fn process_frame(&mut self, ts: Micros, link: LinkType, frame: &[u8], wire_len: u32) {
+        let ts = ts.max(self.last_ts);
+        self.last_ts = ts;
+        let sec = ts.div_euclid(1_000_000);
+        if sec != self.cur_sec {
+            self.advance_to(sec);
+        }
+        let st = &mut self.stats;
+        st.frames += 1;
+        st.bytes += u64::from(wire_len.max(frame.len() as u32));
+        if st.first_ts == 0 {
+            st.first_ts = ts;
+        }
+        st.last_ts = ts;
+        let timed = st.frames % TIMING_SAMPLE == 0;
+        if self.sec_started.is_none() {
+            self.sec_started = Some(Instant::now());
+        }
+        let t0 = timed.then(Instant::now);
+        let meta = decode::decode(link, frame, wire_len.max(frame.len() as u32));
+        if let Some(e) = meta.error {
+            self.stats.decode_errors[e.index()] += 1;
+        }
+        let t1 = timed.then(Instant::now);
+        match meta.l3 {
+            L3::Ipv4 | L3::Ipv6 => self.ip_packet(ts, sec, &meta, frame, timed),
+            L3::Arp => self.arp_packet(ts, sec, &meta),
+            _ => self.stats.non_ip += 1,
+        }
+        if let (Some(t0), Some(t1)) = (t0, t1) {
+            self.stats
+                .record(Stage::Decode, (t1 - t0).as_nanos() as u64);
+        }
+    }
+
+    fn ip_packet(&mut self, ts: Micros, sec: i64, meta: &PacketMeta, frame: &[u8], timed: bool) {
+        let t_state = timed.then(Instant::now);
+        if meta.l3 == L3::Ipv4 {
+            self.stats.ipv4 += 1;
+        } else {
+            self.stats.ipv6 += 1;
+        }
+        if meta.frag.is_fragment {
+            self.stats.fragments += 1;
+        }
+        let outbox = &mut self.outbox;
+        let stats = &mut self.stats;
+        let record_flows = true;
+        let upd = self.flows.update(meta, ts, |k, f, r| {
+            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
+                stats.outbox_drops += 1;
+            }
+        });
+        let (sa, da) = (addr16(meta.src), addr16(meta.dst));
+        let src_host = is_host_addr(meta.src).then(|| self.hosts.touch(sa, ts, sec));
+        let dst_host = is_host_addr(meta.dst).then(|| self.hosts.touch(da, ts, sec));
+        let proto = meta.ip_proto;
+        let syn_only = meta.is_syn_only();
+        if let Some(h) = src_host {
+            let b = self.hosts.table.get_mut(h).bucket(sec);
+            b.pkts_out += 1;
+            b.bytes_out += u64::from(meta.wire_len);
+            match proto {
+                IPPROTO_TCP => {
+                    b.tcp_out += 1;
+                    b.syn_out += u32::from(syn_only);
+                }
+                IPPROTO_ICMP | IPPROTO_ICMPV6 => b.icmp_out += 1,
+                _ => {}
+            }
+            if let Some(d) = meta.dns.filter(|d| !d.is_response) {
+                b.dns_queries += 1;
+                b.dns_len_sum += u32::from(d.qname_len);
+                b.dns_entropy_sum += d.qname_entropy;
+            }
+            if upd.new && upd.to_server {
+                b.flows_init += 1;
+                b.dst_hosts.insert(mix(
+                    u64::from_le_bytes(da[8..16].try_into().unwrap_or([0; 8])),
+                    0x51,
+                ));
+                b.dst_ports.insert(mix(
+                    u64::from(meta.dst_port) | (u64::from(proto) << 16),
+                    0x77,
+                ));
+                let svc = mix(
+                    u64::from_le_bytes(da[8..16].try_into().unwrap_or([0; 8])),
+                    u64::from(meta.dst_port),
+                );
+                b.add_service((svc >> 32) as u32 | 1);
+            }
+        }
+        if let Some(h) = dst_host {
+            let b = self.hosts.table.get_mut(h).bucket(sec);
+            b.pkts_in += 1;
+            b.bytes_in += u64::from(meta.wire_len);
+            if proto == IPPROTO_TCP {
+                b.tcp_in += 1;
+                b.syn_in += u32::from(syn_only);
+            }
+            if upd.first_reply {
+                let f = self.flows.table.get(upd.slot);
+                if f.answered {
+                    b.flows_answered += 1;
+                } else if f.rejected {
+                    b.flows_rejected += 1;
+                }
+            }
+        }
+        // ICMP errors quote the refused packet: mark its flow as rejected for the initiator.
+        if let Some(q) = quoted_packet(meta, frame) {
+            if self.flows.mark_rejected(&q).is_some() && is_host_addr(q.src) {
+                let h = self.hosts.touch(addr16(q.src), ts, sec);
+                self.hosts.table.get_mut(h).bucket(sec).flows_rejected += 1;
+            }
+        }
+        let t_detect = timed.then(Instant::now);
+        if let (Some(a), Some(b)) = (t_state, t_detect) {
+            self.stats.record(Stage::State, (b - a).as_nanos() as u64);
+        }
+        let flow_id = self.flows.table.get(upd.slot).id;
+        // Threat intel: once per flow, on both ends.
+        if upd.new {
+            if let Some(intel) = &self.intel {
+                for addr in [meta.src, meta.dst] {
+                    if let Some(hit) = intel.lookup(addr) {
+                        let rec = AlertRec {
+                            ts,
+                            source: AlertSource::Intel {
+                                list: hit.list as u16,
+                                listed: addr16(addr),
+                            },
+                            src: meta.src,
+                            src_port: meta.src_port,
+                            dst: meta.dst,
+                            dst_port: meta.dst_port,
+                            proto,
+                            flow_id,
+                        };
+                        self.stats.alerts += 1;
+                        if !push_bounded(&mut self.outbox.alerts, rec) {
+                            self.stats.outbox_drops += 1;
+                        }
+                        for h in [src_host, dst_host].into_iter().flatten() {
+                            let ev = &mut self.hosts.table.get_mut(h).evidence;
+                            ev.intel_hits += 1;
+                            if ev.intel_list == 0 {
+                                ev.intel_list = hit.list as u16 + 1;
+                                ev.intel_addr = addr16(addr);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(rules) = &mut self.rules {
+            let flow = self.flows.table.get_mut(upd.slot);
+            let ctx = PacketCtx {
+                ts,
+                meta,
+                frame,
+                has_flow: true,
+                to_server: upd.to_server,
+                established: upd.established,
+            };
+            self.hits.clear();
+            rules.inspect(&ctx, &mut flow.rule_state, &mut self.hits);
+            for hit in &self.hits {
+                let rec = AlertRec {
+                    ts,
+                    source: AlertSource::Rule(hit.rule),
+                    src: meta.src,
+                    src_port: meta.src_port,
+                    dst: meta.dst,
+                    dst_port: meta.dst_port,
+                    proto,
+                    flow_id,
+                };
+                self.stats.alerts += 1;
+                if !push_bounded(&mut self.outbox.alerts, rec) {
+                    self.stats.outbox_drops += 1;
+                }
+                // The packet's sender is the side the signature speaks about.
+                if let Some(h) = src_host {
+                    let priority = rules.info(hit.rule).priority;
+                    self.hosts
+                        .table
+                        .get_mut(h)
+                        .evidence
+                        .add_signature(hit.rule, priority);
+                }
+            }
+        }
+        if let Some(t) = t_detect {
+            self.stats
+                .record(Stage::Detect, t.elapsed().as_nanos() as u64);
+        }
+    }
+
+    fn arp_packet(&mut self, ts: Micros, sec: i64, meta: &PacketMeta) {
+        self.stats.arp += 1;
+        let arp = meta.arp;
+        if arp.sender_ip.is_unspecified() {
+            return;
+        }
+        let h = self.hosts.touch(addr16(IpAddr::V4(arp.sender_ip)), ts, sec);
+        let b = self.hosts.table.get_mut(h).bucket(sec);
+        b.pkts_out += 1;
+        b.bytes_out += u64::from(meta.wire_len);
+        if arp.op == 1 && arp.target_ip != arp.sender_ip {
+            b.dst_hosts.insert(mix(
+                u64::from(u32::from(arp.target_ip)) | (0xffff << 32),
+                0x51,
+            ));
+        }
+        if !self.opts.arp_watch {
+            return;
+        }
+        if let Some(change) = self.arp.observe(&arp, ts) {
+            let rec = AlertRec {
+                ts,
+                source: AlertSource::Arp {
+                    old_mac: change.old_mac,
+                    new_mac: change.new_mac,
+                },
+                src: IpAddr::V4(arp.sender_ip),
+                src_port: 0,
+                dst: IpAddr::V4(arp.target_ip),
+                dst_port: 0,
+                proto: 0,
+                flow_id: 0,
+            };
+            self.stats.alerts += 1;
+            if !push_bounded(&mut self.outbox.alerts, rec) {
+                self.stats.outbox_drops += 1;
+            }
+            let ev = &mut self.hosts.table.get_mut(h).evidence;
+            ev.arp_change = true;
+            ev.arp_old_mac = change.old_mac;
+            ev.arp_new_mac = change.new_mac;
+        }
+    }
+
+    /// Advances packet time without a frame (quiet live link, end of a capture).
+    pub fn tick(&mut self, now: Micros) {
+        let now = now.max(self.last_ts);
+        self.last_ts = now;
+        let sec = now.div_euclid(1_000_000);
+        if self.cur_sec != i64::MIN && sec != self.cur_sec {
+            self.advance_to(sec);
+        }
+    }
+
+    /// Closes the current second (as at the end of a capture) and expires nothing more.
+    pub fn finish_second(&mut self) {
+        if self.cur_sec != i64::MIN {
+            let s = self.cur_sec;
+            self.close_second(s);
+            self.cur_sec = i64::MIN;
+        }
+    }
+
+    /// Ends every flow into the outbox (shutdown).
+    pub fn drain_flows(&mut self) {
+        let outbox = &mut self.outbox;
+        let stats = &mut self.stats;
+        self.flows.drain(|k, f, r| {
+            if !push_bounded(&mut outbox.flows, f.row(k, r)) {
+                stats.outbox_drops += 1;
+            }
+        });
+    }
+
+    fn advance_to(&mut self, sec: i64) {
+        if self.cur_sec != i64::MIN && sec > self.cur_sec {
+            let s = self.cur_sec;
+            self.close_second(s);
+        }
+        if sec > self.cur_sec || self.cur_sec == i64::MIN {
+            self.cur_sec = sec;
+            let now = sec.saturating_mul(1_000_000);
+            let outbox = &mut self.outbox;
+            let stats = &mut self.stats;
+            self.flows.expire(now, |k, f, r| {
+                if !push_bounded(&mut outbox.flows, f.row(k, r)) {
+                    stats.outbox_drops += 1;
+                }
+            });
+            self.hosts.expire(now);
+        }
+    }
+
+    /// Features → score → correlation → verdict for every host active in `sec`.
+    fn close_second(&mut self, sec: i64) {
+        let t_start = Instant::now();
+        let mut counts = [0u64; 4];
+        let end_ts = (sec + 1).saturating_mul(1_000_000);
+        let mut score_ns = 0u64;
+        for i in 0..self.hosts.active.len() {
+            let slot = self.hosts.active[i];
+            let Some(addr) = self.hosts.table.key(slot).copied() else {
+                continue;
+            };
+            let host = self.hosts.table.get_mut(slot);
+            if host.active_sec != sec {
+                continue;
+            }
+            let totals = WindowTotals::of(host, sec);
+            let b = host.bucket(sec);
+            let x = f64::from(b.pkts_out) + f64::from(b.pkts_in);
+            let usual = host.baseline.mean;
+            let z = host.baseline.observe(sec, x);
+            let fv = features::compute(&totals, z);
+            let ip = addr_from16(addr);
+            let judged = totals.packets() >= u64::from(self.opts.verdict.min_window_packets);
+            if self.opts.collect_samples
+                && judged
+                && !push_bounded(
+                    &mut self.outbox.samples,
+                    SampleRec {
+                        ts: end_ts,
+                        host: ip,
+                        features: fv,
+                    },
+                )
+            {
+                self.stats.outbox_drops += 1;
+            }
+            let t_score = Instant::now();
+            let anomaly = match &self.model {
+                Some(m) if judged => Some(evaluate(m, &fv, self.opts.verdict.range_factor)),
+                _ => None,
+            };
+            score_ns += t_score.elapsed().as_nanos() as u64;
+            let host = self.hosts.table.get_mut(slot);
+            let a = correlate::assess(&self.opts.verdict, anomaly.as_ref(), &host.evidence);
+            host.evidence = Default::default();
+            host.windows += 1;
+            host.last_level = a.level as u8;
+            host.last_risk = a.risk;
+            host.max_level = host.max_level.max(a.level as u8);
+            counts[a.level.index()] += 1;
+            self.stats.windows += 1;
+            self.stats.verdicts[a.level.index()] += 1;
+            if a.level > Level::Safe {
+                host.flagged_windows += 1;
+                let rec = VerdictRec {
+                    ts: end_ts,
+                    host: ip,
+                    level: a.level,
+                    risk: a.risk,
+                    anomaly_score: anomaly.map(|a| a.score),
+                    confidence: a.confidence,
+                    reasons: a.reasons,
+                    totals,
+                    usual_rate: usual,
+                };
+                if !push_bounded(&mut self.outbox.verdicts, rec) {
+                    self.stats.outbox_drops += 1;
+                }
+            }
+        }
+        self.hosts.active.clear();
+        if counts.iter().any(|&c| c > 0)
+            && !push_bounded(&mut self.outbox.windows, (end_ts, counts))
+        {
+            self.stats.outbox_drops += 1;
+        }
+        let total = t_start.elapsed().as_nanos() as u64;
+        if score_ns > 0 {
+            self.stats.record(Stage::Score, score_ns);
+        }
+        self.stats
+            .record(Stage::Correlate, total.saturating_sub(score_ns));
+        if let Some(t) = self.sec_started.take() {
+            self.stats
+                .record(Stage::FrameToVerdict, t.elapsed().as_nanos() as u64);
+        }
+    }
+
+    /// Resolves an outbox alert into the row the outputs write. `scratch` holds built-in
+    /// detectors' messages.
+    pub fn alert_row<'a>(&'a self, a: &AlertRec, scratch: &'a mut String) -> AlertRow<'a> {
+        let base = AlertRow {
+            ts: a.ts,
+            gid: 1,
+            sid: 0,
+            rev: 1,
+            msg: "",
+            category: "",
+            priority: 3,
+            action: "allowed",
+            src: a.src,
+            src_port: a.src_port,
+            dst: a.dst,
+            dst_port: a.dst_port,
+            proto: a.proto,
+            flow_id: a.flow_id,
+        };
+        match a.source {
+            AlertSource::Rule(idx) => match &self.rules {
+                Some(r) => {
+                    let info = r.info(idx);
+                    AlertRow {
+                        gid: info.gid,
+                        sid: info.sid,
+                        rev: info.rev,
+                        msg: info.msg,
+                        category: info.category,
+                        priority: info.priority,
+                        action: match info.action {
+                            Action::Drop | Action::Reject => "blocked",
+                            _ => "allowed",
+                        },
+                        ..base
+                    }
+                }
+                None => base,
+            },
+            AlertSource::Intel { list, listed } => {
+                scratch.clear();
+                let name = self
+                    .intel
+                    .as_ref()
+                    .map(|i| i.list_name(usize::from(list)))
+                    .unwrap_or("intel");
+                let _ = write!(
+                    scratch,
+                    "PhantomNet intel: {} is on list {}",
+                    addr_from16(listed),
+                    name
+                );
+                AlertRow {
+                    gid: GID_INTEL,
+                    sid: u32::from(list) + 1,
+                    msg: scratch.as_str(),
+                    category: "Threat intelligence match",
+                    priority: 2,
+                    ..base
+                }
+            }
+            AlertSource::Arp { old_mac, new_mac } => {
+                scratch.clear();
+                let _ = write!(
+                    scratch,
+                    "PhantomNet ARP watch: {} moved from {} to {}",
+                    a.src,
+                    fmt_mac(&old_mac),
+                    fmt_mac(&new_mac)
+                );
+                AlertRow {
+                    gid: GID_ARP,
+                    sid: 1,
+                    msg: scratch.as_str(),
+                    category: "Possible ARP spoofing",
+                    priority: 1,
+                    ..base
+                }
+            }
+        }
+    }
+
+    /// Writes a verdict's reasons as a JSON array (with plain-words text) into `out`.
+    pub fn reasons_json(&self, v: &VerdictRec, out: &mut String) {
+        out.clear();
+        out.push('[');
+        for (i, r) in v.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let text = self.reason_text(v, r);
+            let obj = match *r {
+                Reason::Anomaly {
+                    score,
+                    level,
+                    drivers,
+                    n_drivers,
+                } => {
+                    let feats: Vec<serde_json::Value> = drivers[..usize::from(n_drivers)]
+                        .iter()
+                        .filter(|d| correlate::valid_feature(d.feature))
+                        .map(|d| {
+                            serde_json::json!({
+                                "feature": FEATURE_NAMES[usize::from(d.feature)],
+                                "value": round3(f64::from(d.value)),
+                                "z": round3(f64::from(d.z)),
+                                "contribution": round3(f64::from(d.contribution)),
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({"kind": "anomaly", "score": round3(f64::from(score)), "level": level.as_str(), "features": feats, "text": text})
+                }
+                Reason::RangeGuard(b) => serde_json::json!({
+                    "kind": "range_guard",
+                    "feature": FEATURE_NAMES.get(usize::from(b.feature)).copied().unwrap_or("?"),
+                    "value": round3(f64::from(b.value)),
+                    "train_max": round3(f64::from(b.train_max)),
+                    "text": text,
+                }),
+                Reason::Signature {
+                    rule,
+                    hits,
+                    priority,
+                } => {
+                    let (gid, sid, msg) = self.rule_ident(rule);
+                    serde_json::json!({"kind": "signature", "gid": gid, "sid": sid, "msg": msg, "priority": priority, "hits": hits, "text": text})
+                }
+                Reason::Intel { list, addr } => serde_json::json!({
+                    "kind": "intel",
+                    "list": self.intel.as_ref().map(|i| i.list_name(usize::from(list))).unwrap_or("intel"),
+                    "address": addr_from16(addr).to_string(),
+                    "text": text,
+                }),
+                Reason::ArpChange { old_mac, new_mac } => serde_json::json!({
+                    "kind": "arp_change",
+                    "old_mac": fmt_mac(&old_mac),
+                    "new_mac": fmt_mac(&new_mac),
+                    "text": text,
+                }),
+            };
+            out.push_str(&obj.to_string());
+        }
+        out.push(']');
+    }
+
+    fn rule_ident(&self, rule: u32) -> (u32, u32, String) {
+        match &self.rules {
+            Some(r) if (rule as usize) < r.len() => {
+                let i = r.info(rule);
+                (i.gid, i.sid, i.msg.to_string())
+            }
+            _ => (1, 0, String::new()),
+        }
+    }
+
+    /// One plain-words sentence for a reason.
+    pub fn reason_text(&self, v: &VerdictRec, r: &Reason) -> String {
+        let t = &v.totals;
+        let w = WINDOW_SECS;
+        match *r {
+            Reason::Anomaly {
+                level,
+                drivers,
+                n_drivers,
+                ..
+            } => {
+                let mut s = format!(
+                    "{} sent {} and received {} packets in {w} s, contacting {:.0} ports on {:.0} hosts",
+                    v.host,
+                    t.pkts_out,
+                    t.pkts_in,
+                    t.dst_ports,
+                    t.dst_hosts
+                );
+                let rate = t.packets() as f64 / w as f64;
+                if v.usual_rate > 0.05 && rate > 2.0 * v.usual_rate {
+                    let _ = write!(s, " — {:.0}× its usual rate", rate / v.usual_rate);
+                }
+                let names: Vec<&str> = drivers[..usize::from(n_drivers)]
+                    .iter()
+                    .filter_map(|d| FEATURE_NAMES.get(usize::from(d.feature)).copied())
+                    .collect();
+                let _ = write!(s, "; {} behaviour", level.as_str().replace('_', " "));
+                if !names.is_empty() {
+                    let _ = write!(s, ", driven by {}", names.join(", "));
+                }
+                s
+            }
+            Reason::RangeGuard(b) => {
+                let name = FEATURE_NAMES
+                    .get(usize::from(b.feature))
+                    .copied()
+                    .unwrap_or("?");
+                format!(
+                    "{name} = {} is far beyond anything seen in training (max {})",
+                    describe_feature(b.feature, b.value),
+                    describe_feature(b.feature, b.train_max)
+                )
+            }
+            Reason::Signature {
+                rule,
+                hits,
+                priority,
+            } => {
+                let (_, sid, msg) = self.rule_ident(rule);
+                format!("signature {sid} \"{msg}\" matched (priority {priority}, {hits} hit(s) this second)")
+            }
+            Reason::Intel { list, addr } => format!(
+                "talked with {} listed in {}",
+                addr_from16(addr),
+                self.intel
+                    .as_ref()
+                    .map(|i| i.list_name(usize::from(list)))
+                    .unwrap_or("intel")
+            ),
+            Reason::ArpChange { old_mac, new_mac } => format!(
+                "{} changed its MAC from {} to {} (possible ARP spoofing)",
+                v.host,
+                fmt_mac(&old_mac),
+                fmt_mac(&new_mac)
+            ),
+        }
+    }
+
+    /// Turns an outbox verdict into the row the outputs write (`json` receives the reasons).
+    pub fn verdict_row<'a>(&self, v: &VerdictRec, json: &'a mut String) -> VerdictRow<'a> {
+        self.reasons_json(v, json);
+        VerdictRow {
+            ts: v.ts,
+            host: v.host,
+            verdict: v.level,
+            risk: v.risk,
+            anomaly_score: v.anomaly_score,
+            confidence: v.confidence,
+            reasons_json: json.as_str(),
+        }
+    }
+
+    /// Seed of this engine's hash tables (differs per process).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A feature value in user terms: log-scaled counts shown as counts.
+pub fn describe_feature(f: u8, v: f32) -> String {
+    let v = f64::from(v);
+    match FEATURE_NAMES.get(usize::from(f)).copied() {
+        Some("pkt_rate_out" | "pkt_rate_in" | "syn_rate_in") => format!("{:.1}/s", v.exp_m1()),
+        Some("busiest_service_flows" | "dst_hosts" | "dst_ports") => format!("{:.0}", v.exp_m1()),
+        Some("pkt_len_mean_out" | "dns_qname_len") => format!("{v:.0} bytes"),
+        Some("out_in_ratio") => format!("{:.1}× out/in", v.exp2()),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// Model output for one feature vector: score, calibrated level, drivers, range breaches.
+pub fn evaluate(m: &Model, fv: &FeatureVector, range_factor: f64) -> AnomalyEvidence {
+    let score = m.score(fv);
+    let q = m.calibration().score;
+    let (level, lo, hi) = if score > q.max {
+        (AnomalyLevel::Extreme, q.max, 1.0)
+    } else if score >= q.p99_9 {
+        (AnomalyLevel::VeryRare, q.p99_9, q.max)
+    } else if score >= q.p99 {
+        (AnomalyLevel::Rare, q.p99, q.p99_9)
+    } else {
+        (AnomalyLevel::Normal, q.p99, q.p99)
+    };
+    let margin = if hi > lo {
+        ((score - lo) / (hi - lo)).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let mut contrib = [0f64; N_FEATURES];
+    m.explain(fv, &mut contrib);
+    let z = m.feature_z(fv);
+    let mut ev = AnomalyEvidence {
+        score,
+        level,
+        margin,
+        agreement: m.tree_agreement(fv),
+        ..Default::default()
+    };
+    // Drivers: features the forest isolated on, weighted by how unusual their value is.
+    let mut ranked: [(f64, usize); N_FEATURES] = [(0.0, 0); N_FEATURES];
+    for (f, r) in ranked.iter_mut().enumerate() {
+        *r = (contrib[f] * (1.0 + z[f].max(0.0)), f);
+    }
+    ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for &(w, f) in ranked.iter().take(3) {
+        if w <= 0.0 {
+            break;
+        }
+        ev.drivers[usize::from(ev.n_drivers)] = FeatureDriver {
+            feature: f as u8,
+            value: fv[f],
+            z: z[f] as f32,
+            contribution: contrib[f] as f32,
+        };
+        ev.n_drivers += 1;
+    }
+    // Range guard: the forest cannot split beyond its training range, so values far above
+    // the training maximum are evidence of their own.
+    let mut excess = [0f64; N_FEATURES];
+    m.range_excess(fv, &mut excess);
+    let max = m.calibration().features.max;
+    for f in 0..N_FEATURES {
+        if excess[f] > range_factor - 1.0 && usize::from(ev.n_breaches) < ev.breaches.len() {
+            ev.breaches[usize::from(ev.n_breaches)] = RangeBreach {
+                feature: f as u8,
+                value: fv[f],
+                train_max: max[f] as f32,
+            };
+            ev.n_breaches += 1;
+        }
+    }
+    ev
+}
+
+/// Parses the packet quoted in an ICMP destination-unreachable (v4 type 3, v6 type 1).
+fn quoted_packet(meta: &PacketMeta, frame: &[u8]) -> Option<PacketMeta> {
+    let unreachable = match meta.ip_proto {
+        IPPROTO_ICMP => meta.icmp.typ == 3,
+        IPPROTO_ICMPV6 => meta.icmp.typ == 1,
+        _ => false,
+    };
+    if !unreachable {
+        return None;
+    }
+    let body = meta.payload(frame);
+    let link = if meta.ip_proto == IPPROTO_ICMP {
+        LinkType::Ipv4
+    } else {
+        LinkType::Ipv6
+    };
+    let q = decode::decode(link, body, body.len() as u32);
+    q.is_ip().then_some(q)
+}

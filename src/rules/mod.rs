@@ -1,0 +1,724 @@
+//! The Suricata-subset signature engine: loads rule files into groups by protocol and
+//! destination port, prefilters content rules with one Aho-Corasick automaton per group, and
+//! matches each packet on its own (no stream reassembly) without allocating.
+//!
+//! See rules/README.md for the supported subset and how it differs from Suricata.
+
+pub mod addr;
+pub mod classify;
+pub mod matcher;
+pub mod parse;
+pub mod threshold;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+
+use crate::decode::{Micros, PacketMeta};
+use addr::{addr_key, Kind, VarTable};
+use matcher::match_payload;
+use parse::{flowc, FbOp, FlowbitNames, Proto, Rule};
+use threshold::{TKey, Track, Tracker, UniqueOn};
+
+pub use parse::Action;
+
+/// Errors that stop loading: an unreadable file or a bad variable. Bad rules are not
+/// errors: they are skipped and listed in the `LoadReport`.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{path}: cannot read rule file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rule variable {name} = `{value}`: {reason}")]
+    Var {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Address groups (`HOME_NET`, `EXTERNAL_NET`, ...) and port groups (`HTTP_PORTS`, ...).
+#[derive(Clone, Debug)]
+pub struct RuleVars {
+    table: VarTable,
+}
+
+/// Suricata's default address groups that simply alias `$HOME_NET`.
+const HOME_ALIASES: &[&str] = &[
+    "HTTP_SERVERS",
+    "SMTP_SERVERS",
+    "SQL_SERVERS",
+    "DNS_SERVERS",
+    "TELNET_SERVERS",
+    "AIM_SERVERS",
+    "DC_SERVERS",
+    "DNP3_SERVER",
+    "DNP3_CLIENT",
+    "MODBUS_CLIENT",
+    "MODBUS_SERVER",
+    "ENIP_CLIENT",
+    "ENIP_SERVER",
+];
+
+const DEFAULT_PORTS: &[(&str, &str)] = &[
+    ("HTTP_PORTS", "[80,81,591,8000,8008,8080,8081,8088,8888]"),
+    ("SHELLCODE_PORTS", "!80"),
+    ("ORACLE_PORTS", "1521"),
+    ("SSH_PORTS", "[22,2222]"),
+    ("TELNET_PORTS", "[23,2323]"),
+    ("FTP_PORTS", "21"),
+    ("DNS_PORTS", "53"),
+    ("DNP3_PORTS", "20000"),
+    ("MODBUS_PORTS", "502"),
+    ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+    ("GENEVE_PORTS", "6081"),
+    ("VXLAN_PORTS", "4789"),
+    ("TEREDO_PORTS", "3544"),
+];
+
+impl RuleVars {
+    /// The defaults of `default_home()` with the given variables added or replaced (names
+    /// without `$`). Every variable is checked; an error names it, its value and the fault.
+    pub fn new(
+        addr: &[(String, String)],
+        ports: &[(String, String)],
+    ) -> Result<RuleVars, RulesError> {
+        let mut v = RuleVars::default_home();
+        for (name, value) in addr {
+            v.table
+                .addr
+                .insert(name.trim_start_matches('$').to_string(), value.clone());
+        }
+        for (name, value) in ports {
+            v.table
+                .port
+                .insert(name.trim_start_matches('$').to_string(), value.clone());
+        }
+        for (kind, map) in [(Kind::Addr, &v.table.addr), (Kind::Port, &v.table.port)] {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            for name in names {
+                let value = &map[name];
+                v.table
+                    .parse(kind, value)
+                    .map_err(|reason| RulesError::Var {
+                        name: format!("${name}"),
+                        value: value.clone(),
+                        reason,
+                    })?;
+            }
+        }
+        Ok(v)
+    }
+
+    /// HOME_NET = RFC 1918 + IPv4/IPv6 link-local + IPv6 ULA, EXTERNAL_NET = !$HOME_NET,
+    /// Suricata's server groups = $HOME_NET, and the usual port groups.
+    pub fn default_home() -> RuleVars {
+        let mut addr = HashMap::new();
+        addr.insert(
+            "HOME_NET".to_string(),
+            "[10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,fc00::/7,fe80::/10]"
+                .to_string(),
+        );
+        addr.insert("EXTERNAL_NET".to_string(), "!$HOME_NET".to_string());
+        for a in HOME_ALIASES {
+            addr.insert((*a).to_string(), "$HOME_NET".to_string());
+        }
+        let port = DEFAULT_PORTS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        RuleVars {
+            table: VarTable { addr, port },
+        }
+    }
+}
+
+/// A rule that was not loaded, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub file: String,
+    pub line: usize,
+    /// The rule's sid when it could be read.
+    pub sid: Option<u32>,
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sid {
+            Some(sid) => write!(
+                f,
+                "{}:{}: rule sid {} skipped: {}",
+                self.file, self.line, sid, self.reason
+            ),
+            None => write!(
+                f,
+                "{}:{}: rule skipped: {}",
+                self.file, self.line, self.reason
+            ),
+        }
+    }
+}
+
+/// What loading did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub loaded: usize,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Description of one loaded rule, for alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleInfo<'a> {
+    pub gid: u32,
+    pub sid: u32,
+    pub rev: u32,
+    pub msg: &'a str,
+    pub classtype: &'a str,
+    /// Classtype description ("Attempted Information Leak"), "" without classtype.
+    pub category: &'a str,
+    /// 1 (highest) .. ; 3 when neither priority nor classtype says otherwise.
+    pub priority: u8,
+    pub action: Action,
+}
+
+/// One packet as the engine hands it to `inspect`.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketCtx<'a> {
+    pub ts: Micros,
+    pub meta: &'a PacketMeta,
+    pub frame: &'a [u8],
+    /// The packet belongs to a tracked flow.
+    pub has_flow: bool,
+    /// The packet comes from the side that opened the flow.
+    pub to_server: bool,
+    /// TCP: three-way handshake completed; UDP/ICMP: packets seen both ways.
+    pub established: bool,
+}
+
+/// Per-flow rule state, kept by the engine in each flow entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRuleState {
+    pub flowbits: u128,
+    /// A `pass` rule matched on this flow: nothing more is inspected or alerted.
+    pub passed: bool,
+}
+
+/// A matched rule that alerts. `rule` is the index for `RuleSet::info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleHit {
+    pub rule: u32,
+}
+
+/// Rules sharing a protocol class and destination port, with their prefilter.
+#[derive(Debug, Default)]
+struct Group {
+    ac: Option<AhoCorasick>,
+    /// Pattern id → rules.
+    pat_rules: Vec<Vec<u32>>,
+    /// Rules without a fast pattern: evaluated for every packet of the group.
+    plain: Vec<u32>,
+}
+
+/// Per protocol class (TCP, UDP, ICMP, other IP): groups by destination port and the group
+/// of rules that may match any port.
+#[derive(Debug, Default)]
+struct Class {
+    ports: HashMap<u16, u32>,
+    wide: u32,
+}
+
+/// Rules whose destination port set is at most this large are indexed per port.
+const MAX_INDEXED_PORTS: u128 = 64;
+
+/// A loaded, compiled rule set with its scratch space and threshold state.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    origins: Vec<String>,
+    groups: Vec<Group>,
+    classes: [Class; 4],
+    tracker: Tracker,
+    cands: Vec<u32>,
+    seen: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+fn class_of(ip_proto: u8) -> usize {
+    match ip_proto {
+        6 => 0,
+        17 => 1,
+        1 | 58 => 2,
+        _ => 3,
+    }
+}
+
+/// Joins continuation lines and drops comments; yields (first line number, rule text).
+fn logical_rules(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if cur.is_empty() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            start = i + 1;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                cur.push_str(part);
+            }
+            None => {
+                cur.push_str(line);
+                out.push((start, std::mem::take(&mut cur)));
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push((start, cur));
+    }
+    out
+}
+
+/// Reads `sid:N` from rule text that failed to parse, for the report.
+fn sniff_sid(text: &str) -> Option<u32> {
+    let i = text.find("sid:")?;
+    let rest = &text[i + 4..];
+    let end = rest.find(';').unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+impl RuleSet {
+    /// Loads rule files. `Err` only for an unreadable file; bad rules are skipped and
+    /// reported. `max_tracked` bounds the threshold/detection_filter table.
+    pub fn load_files(
+        paths: &[PathBuf],
+        vars: &RuleVars,
+        max_tracked: usize,
+    ) -> Result<(RuleSet, LoadReport), RulesError> {
+        let mut sources = Vec::with_capacity(paths.len());
+        for p in paths {
+            let text = std::fs::read_to_string(p).map_err(|source| RulesError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            sources.push((p.display().to_string(), text));
+        }
+        Ok(RuleSet::build(&sources, vars, max_tracked))
+    }
+
+    /// Parses rules from text; `origin` names it in the report (e.g. a file name).
+    pub fn parse_str(
+        text: &str,
+        origin: &str,
+        vars: &RuleVars,
+        max_tracked: usize,
+    ) -> (RuleSet, LoadReport) {
+        RuleSet::build(&[(origin.to_string(), text.to_string())], vars, max_tracked)
+    }
+
+    fn build(
+        sources: &[(String, String)],
+        vars: &RuleVars,
+        max_tracked: usize,
+    ) -> (RuleSet, LoadReport) {
+        let mut report = LoadReport::default();
+        let mut names = FlowbitNames::default();
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut sids: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
+        for (oi, (origin, text)) in sources.iter().enumerate() {
+            for (line, rule_text) in logical_rules(text) {
+                match parse::parse_rule(&rule_text, &vars.table, &mut names, oi as u32, line as u32)
+                {
+                    Ok(rule) => {
+                        if let Some(&(o, l)) = sids.get(&(rule.gid, rule.sid)) {
+                            report.skipped.push(Skipped {
+                                file: origin.clone(),
+                                line,
+                                sid: Some(rule.sid),
+                                reason: format!(
+                                    "duplicate gid:sid {}:{} (first at {}:{})",
+                                    rule.gid, rule.sid, sources[o].0, l
+                                ),
+                            });
+                            continue;
+                        }
+                        sids.insert((rule.gid, rule.sid), (oi, line));
+                        rules.push(rule);
+                    }
+                    Err(reason) => report.skipped.push(Skipped {
+                        file: origin.clone(),
+                        line,
+                        sid: sniff_sid(&rule_text),
+                        reason,
+                    }),
+                }
+            }
+        }
+        // Suricata's order: action (pass first), flowbits writers before readers, priority,
+        // then file order. Rule indices are positions in this order.
+        rules.sort_by_key(|r| (r.action, r.flowbits_class(), r.priority, r.origin, r.line));
+        report.loaded = rules.len();
+        for s in &report.skipped {
+            log::warn!("{s}");
+        }
+        let unique = rules
+            .iter()
+            .any(|r| r.thresh.is_some_and(|t| t.unique_on.is_some()));
+        let mut set = RuleSet {
+            origins: sources.iter().map(|s| s.0.clone()).collect(),
+            groups: Vec::new(),
+            classes: Default::default(),
+            tracker: Tracker::new(max_tracked, unique),
+            cands: Vec::with_capacity(rules.len()),
+            seen: Vec::new(),
+            touched: Vec::new(),
+            rules,
+        };
+        set.build_groups();
+        (set, report)
+    }
+
+    fn build_groups(&mut self) {
+        // Members of each group before compiling: (class, Some(port) | None for wide).
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let new_group = |members: &mut Vec<Vec<u32>>| {
+            members.push(Vec::new());
+            (members.len() - 1) as u32
+        };
+        let mut classes: [Class; 4] = Default::default();
+        for c in classes.iter_mut() {
+            c.wide = new_group(&mut members);
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let i = i as u32;
+            let cls: &[usize] = match r.proto {
+                Proto::Ip => &[0, 1, 2, 3],
+                Proto::Tcp => &[0],
+                Proto::Udp => &[1],
+                Proto::Icmp | Proto::Icmp4 | Proto::Icmp6 => &[2],
+            };
+            let indexed = matches!(r.proto, Proto::Tcp | Proto::Udp)
+                && !r.bidir
+                && !r.dport_any
+                && r.dport.count() <= MAX_INDEXED_PORTS;
+            for &c in cls {
+                if indexed {
+                    for &(lo, hi) in r.dport.ranges() {
+                        for p in lo..=hi {
+                            let p = p as u16;
+                            let g = match classes[c].ports.get(&p) {
+                                Some(&g) => g,
+                                None => {
+                                    let g = new_group(&mut members);
+                                    classes[c].ports.insert(p, g);
+                                    g
+                                }
+                            };
+                            members[g as usize].push(i);
+                        }
+                    }
+                } else {
+                    let w = classes[c].wide;
+                    members[w as usize].push(i);
+                }
+            }
+        }
+        let mut max_pats = 0;
+        self.groups = members.iter().map(|m| self.compile_group(m)).collect();
+        for g in &self.groups {
+            max_pats = max_pats.max(g.pat_rules.len());
+        }
+        self.classes = classes;
+        self.seen = vec![false; max_pats];
+        self.touched = Vec::with_capacity(max_pats);
+    }
+
+    fn compile_group(&self, members: &[u32]) -> Group {
+        // One case-insensitive automaton over every fast pattern of the group: a single pass
+        // over the payload; case-sensitive contents are confirmed by the full rule check.
+        let mut pats: Vec<Vec<u8>> = Vec::new();
+        let mut pat_rules: Vec<Vec<u32>> = Vec::new();
+        let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut plain = Vec::new();
+        for &i in members {
+            let r = &self.rules[i as usize];
+            let content = r.fast.and_then(|f| match r.payload.get(f) {
+                Some(matcher::PMatch::Content(c)) => Some(c),
+                _ => None,
+            });
+            let Some(c) = content else {
+                plain.push(i);
+                continue;
+            };
+            let key = c.pat.to_ascii_lowercase();
+            let id = *idx.entry(key.clone()).or_insert_with(|| {
+                pats.push(key);
+                pat_rules.push(Vec::new());
+                pats.len() - 1
+            });
+            pat_rules[id].push(i);
+        }
+        let mut ac = None;
+        if !pats.is_empty() {
+            let total: usize = pats.iter().map(Vec::len).sum();
+            // A full DFA is fastest but costs ~1 KiB per state: only for small groups.
+            let kind = if total <= 4096 {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
+            ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .kind(Some(kind))
+                .build(&pats)
+                .ok();
+            if ac.is_none() {
+                // It cannot fail for plain byte patterns, but never lose rules over it.
+                plain.extend(pat_rules.iter().flatten().copied());
+                pat_rules.clear();
+            }
+        }
+        Group {
+            ac,
+            pat_rules,
+            plain,
+        }
+    }
+
+    /// Number of loaded rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Describes rule `rule` (an index from a `RuleHit`); an out-of-range index gives an
+    /// empty description with sid 0.
+    pub fn info(&self, rule: u32) -> RuleInfo<'_> {
+        match self.rules.get(rule as usize) {
+            Some(r) => RuleInfo {
+                gid: r.gid,
+                sid: r.sid,
+                rev: r.rev,
+                msg: &r.msg,
+                classtype: &r.classtype,
+                category: r.category,
+                priority: r.priority,
+                action: r.action,
+            },
+            None => RuleInfo {
+                gid: 0,
+                sid: 0,
+                rev: 0,
+                msg: "",
+                classtype: "",
+                category: "",
+                priority: 3,
+                action: Action::Alert,
+            },
+        }
+    }
+
+    /// Where rule `rule` was defined: (file, line).
+    pub fn origin(&self, rule: u32) -> Option<(&str, u32)> {
+        let r = self.rules.get(rule as usize)?;
+        Some((self.origins.get(r.origin as usize)?.as_str(), r.line))
+    }
+
+    /// Threshold-table entries evicted because the table was full.
+    pub fn tracker_evictions(&self) -> u64 {
+        self.tracker.evicted
+    }
+
+    /// Number of rule groups (for diagnostics and the scaling test).
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Per packet: appends the alerting rules to `out` (cleared first). Never allocates in
+    /// steady state: scratch space is owned by the set, `out` comes with capacity.
+    pub fn inspect(
+        &mut self,
+        pkt: &PacketCtx<'_>,
+        flow: &mut FlowRuleState,
+        out: &mut Vec<RuleHit>,
+    ) {
+        out.clear();
+        let m = pkt.meta;
+        if !m.is_ip() || self.rules.is_empty() || (pkt.has_flow && flow.passed) {
+            return;
+        }
+        let payload = m.payload(pkt.frame);
+        let class = &self.classes[class_of(m.ip_proto)];
+        let port_group = if class_of(m.ip_proto) <= 1 && m.l4_off != 0 {
+            class.ports.get(&m.dst_port).copied()
+        } else {
+            None
+        };
+        self.cands.clear();
+        for g in [Some(class.wide), port_group].into_iter().flatten() {
+            let Some(group) = self.groups.get(g as usize) else {
+                continue;
+            };
+            self.cands.extend_from_slice(&group.plain);
+            if payload.is_empty() {
+                continue;
+            }
+            if let Some(ac) = &group.ac {
+                for mat in ac.find_overlapping_iter(payload) {
+                    let id = mat.pattern().as_usize();
+                    if let Some(s) = self.seen.get_mut(id) {
+                        if !*s {
+                            *s = true;
+                            self.touched.push(id as u32);
+                            if let Some(rs) = group.pat_rules.get(id) {
+                                self.cands.extend_from_slice(rs);
+                            }
+                        }
+                    }
+                }
+            }
+            for &t in &self.touched {
+                if let Some(s) = self.seen.get_mut(t as usize) {
+                    *s = false;
+                }
+            }
+            self.touched.clear();
+        }
+        self.cands.sort_unstable();
+        self.cands.dedup();
+        for ci in 0..self.cands.len() {
+            let ri = self.cands[ci];
+            let Some(r) = self.rules.get(ri as usize) else {
+                continue;
+            };
+            if !rule_matches(r, pkt, flow, payload) {
+                continue;
+            }
+            if pkt.has_flow {
+                for op in &r.flowbits {
+                    match *op {
+                        FbOp::Set(b) => flow.flowbits |= b,
+                        FbOp::Unset(b) => flow.flowbits &= !b,
+                        FbOp::Toggle(b) => flow.flowbits ^= b,
+                        _ => {}
+                    }
+                }
+            }
+            if r.action == Action::Pass {
+                if pkt.has_flow {
+                    flow.passed = true;
+                }
+                out.clear();
+                return;
+            }
+            if r.noalert {
+                continue;
+            }
+            if let Some(spec) = r.thresh {
+                let key = thresh_key(ri, spec.track, m);
+                let port = match spec.unique_on {
+                    Some(UniqueOn::SrcPort) => m.src_port,
+                    _ => m.dst_port,
+                };
+                if !self.tracker.check(&spec, key, pkt.ts, port) {
+                    continue;
+                }
+            }
+            out.push(RuleHit { rule: ri });
+        }
+    }
+}
+
+fn thresh_key(rule: u32, track: Track, m: &PacketMeta) -> TKey {
+    let (s, d) = (addr_key(m.src), addr_key(m.dst));
+    let mut k = TKey {
+        rule,
+        ..TKey::default()
+    };
+    match track {
+        Track::BySrc => k.a = s,
+        Track::ByDst => k.a = d,
+        Track::ByRule => {}
+        Track::ByBoth => {
+            k.a = s;
+            k.b = d;
+        }
+        Track::ByFlow => {
+            let (a, ap, b, bp) = if (s, m.src_port) <= (d, m.dst_port) {
+                (s, m.src_port, d, m.dst_port)
+            } else {
+                (d, m.dst_port, s, m.src_port)
+            };
+            k.a = a;
+            k.b = b;
+            k.ports = (u32::from(ap) << 16) | u32::from(bp);
+            k.proto = m.ip_proto;
+        }
+    }
+    k
+}
+
+fn side_matches(r: &Rule, s: u128, sp: u16, d: u128, dp: u16) -> bool {
+    (r.sport_any || r.sport.contains(u128::from(sp)))
+        && (r.dport_any || r.dport.contains(u128::from(dp)))
+        && (r.src_any || r.src.contains(s))
+        && (r.dst_any || r.dst.contains(d))
+}
+
+fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[u8]) -> bool {
+    let m = pkt.meta;
+    if !r.proto.matches(m.ip_proto) {
+        return false;
+    }
+    // L4 rules need the L4 header (a non-first fragment has none).
+    if r.proto != Proto::Ip && (m.l4_off == 0 || (m.frag.is_fragment && m.frag.offset > 0)) {
+        return false;
+    }
+    let (s, d) = (addr_key(m.src), addr_key(m.dst));
+    let reverse = || r.bidir && side_matches(r, d, m.dst_port, s, m.src_port);
+    if !(side_matches(r, s, m.src_port, d, m.dst_port) || reverse()) {
+        return false;
+    }
+    if r.flow != 0 {
+        if r.flow & flowc::NEEDS_FLOW != 0 && !pkt.has_flow {
+            return false;
+        }
+        if (r.flow & flowc::TO_SERVER != 0 && !pkt.to_server)
+            || (r.flow & flowc::TO_CLIENT != 0 && pkt.to_server)
+            || (r.flow & flowc::ESTABLISHED != 0 && !pkt.established)
+            || (r.flow & flowc::NOT_ESTABLISHED != 0 && pkt.established)
+        {
+            return false;
+        }
+    }
+    if !r.conds.iter().all(|c| c.test(m, pkt.frame)) {
+        return false;
+    }
+    for op in &r.flowbits {
+        let bits = flow.flowbits;
+        let ok = match *op {
+            FbOp::IsSetAny(b) => pkt.has_flow && bits & b != 0,
+            FbOp::IsSetAll(b) => pkt.has_flow && bits & b == b,
+            FbOp::IsNotSetAny(b) => pkt.has_flow && bits & b != b,
+            FbOp::IsNotSetAll(b) => pkt.has_flow && bits & b == 0,
+            _ => true,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    r.payload.is_empty() || match_payload(&r.payload, payload)
+}

@@ -1,0 +1,229 @@
+//! `threshold` and `detection_filter` state: a fixed-capacity table allocated at load (the
+//! oldest entry is evicted when full), so a flood of sources cannot grow memory.
+
+use std::collections::HashMap;
+
+use crate::decode::Micros;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreshKind {
+    /// Alert on at most `count` matches per window.
+    Limit,
+    /// Alert on every `count`-th match within the window.
+    Threshold,
+    /// Alert once per window, on the `count`-th match.
+    Both,
+    /// `detection_filter`: alert on every match after the first `count` within the window.
+    DetectionFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    BySrc,
+    ByDst,
+    ByRule,
+    ByBoth,
+    ByFlow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueOn {
+    SrcPort,
+    DstPort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreshSpec {
+    pub kind: ThreshKind,
+    pub track: Track,
+    pub count: u32,
+    pub seconds: u32,
+    /// detection_filter only: count distinct ports instead of matches.
+    pub unique_on: Option<UniqueOn>,
+}
+
+/// Largest `count` a `unique_on` detection_filter may use (distinct ports are kept inline).
+pub const UNIQ_CAP: usize = 64;
+
+/// What a tracking entry is keyed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct TKey {
+    pub rule: u32,
+    pub a: u128,
+    pub b: u128,
+    pub ports: u32,
+    pub proto: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    key: TKey,
+    used: bool,
+    start: Micros,
+    count: u32,
+    nuniq: u8,
+}
+
+/// The tracking table.
+#[derive(Debug)]
+pub struct Tracker {
+    map: HashMap<TKey, u32>,
+    slots: Vec<Slot>,
+    uniq: Vec<[u16; UNIQ_CAP]>,
+    next: usize,
+    /// Entries evicted because the table was full.
+    pub evicted: u64,
+}
+
+impl Tracker {
+    /// `cap` entries (at least 1); `unique` reserves distinct-port storage per entry.
+    pub fn new(cap: usize, unique: bool) -> Tracker {
+        let cap = cap.max(1);
+        Tracker {
+            // Twice the entries, so the map rehashes in place instead of growing.
+            map: HashMap::with_capacity(cap * 2 + 1),
+            slots: vec![Slot::default(); cap],
+            uniq: if unique {
+                vec![[0; UNIQ_CAP]; cap]
+            } else {
+                Vec::new()
+            },
+            next: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Records one match and says whether it alerts.
+    pub fn check(&mut self, spec: &ThreshSpec, key: TKey, ts: Micros, port: u16) -> bool {
+        let window = i64::from(spec.seconds) * 1_000_000;
+        let (idx, created) = match self.map.get(&key) {
+            Some(&i) => (i as usize, false),
+            None => {
+                let i = self.next;
+                self.next = (self.next + 1) % self.slots.len();
+                let old = self.slots[i];
+                if old.used {
+                    self.map.remove(&old.key);
+                    self.evicted += 1;
+                }
+                self.slots[i] = Slot {
+                    key,
+                    used: true,
+                    start: ts,
+                    count: 0,
+                    nuniq: 0,
+                };
+                self.map.insert(key, i as u32);
+                (i, true)
+            }
+        };
+        let slot = &mut self.slots[idx];
+        // The window starts at the first match and is not sliding (Suricata semantics).
+        if !created && ts - slot.start > window {
+            slot.start = ts;
+            slot.count = 0;
+            slot.nuniq = 0;
+        }
+        if let (Some(_), ThreshKind::DetectionFilter) = (spec.unique_on, spec.kind) {
+            if let Some(ports) = self.uniq.get_mut(idx) {
+                let n = usize::from(slot.nuniq);
+                if n < UNIQ_CAP && !ports[..n].contains(&port) {
+                    ports[n] = port;
+                    slot.nuniq += 1;
+                }
+                return u32::from(slot.nuniq) > spec.count;
+            }
+        }
+        slot.count = slot.count.saturating_add(1);
+        let c = slot.count;
+        match spec.kind {
+            ThreshKind::Limit => c <= spec.count,
+            ThreshKind::Threshold => {
+                if c >= spec.count {
+                    // Counting starts again; the window start stays.
+                    slot.count = 0;
+                    true
+                } else {
+                    false
+                }
+            }
+            ThreshKind::Both => c == spec.count,
+            ThreshKind::DetectionFilter => c > spec.count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: ThreshKind, count: u32, seconds: u32) -> ThreshSpec {
+        ThreshSpec {
+            kind,
+            track: Track::BySrc,
+            count,
+            seconds,
+            unique_on: None,
+        }
+    }
+
+    fn run(s: ThreshSpec, times: &[i64]) -> Vec<bool> {
+        let mut t = Tracker::new(4, true);
+        times
+            .iter()
+            .map(|&ts| t.check(&s, TKey::default(), ts * 1_000_000, 0))
+            .collect()
+    }
+
+    #[test]
+    fn limit_threshold_both_and_detection_filter() {
+        let t = [0, 1, 2, 3, 4, 100, 101];
+        assert_eq!(
+            run(spec(ThreshKind::Limit, 2, 60), &t),
+            [true, true, false, false, false, true, true]
+        );
+        assert_eq!(
+            run(spec(ThreshKind::Threshold, 2, 60), &t),
+            [false, true, false, true, false, false, true]
+        );
+        assert_eq!(
+            run(spec(ThreshKind::Both, 2, 60), &t),
+            [false, true, false, false, false, false, true]
+        );
+        assert_eq!(
+            run(spec(ThreshKind::DetectionFilter, 2, 60), &t),
+            [false, false, true, true, true, false, false]
+        );
+    }
+
+    #[test]
+    fn eviction_keeps_the_table_bounded() {
+        let s = spec(ThreshKind::DetectionFilter, 1, 60);
+        let mut t = Tracker::new(2, false);
+        let k = |a: u128| TKey {
+            a,
+            ..TKey::default()
+        };
+        assert!(!t.check(&s, k(1), 0, 0));
+        assert!(!t.check(&s, k(2), 0, 0));
+        assert!(!t.check(&s, k(3), 0, 0)); // evicts key 1
+        assert_eq!(t.evicted, 1);
+        assert!(!t.check(&s, k(1), 0, 0)); // key 1 starts over
+        assert!(t.check(&s, k(1), 1, 0));
+    }
+
+    #[test]
+    fn unique_on_counts_distinct_ports() {
+        let s = ThreshSpec {
+            unique_on: Some(UniqueOn::DstPort),
+            ..spec(ThreshKind::DetectionFilter, 2, 60)
+        };
+        let mut t = Tracker::new(2, true);
+        let k = TKey::default();
+        assert!(!t.check(&s, k, 0, 80));
+        assert!(!t.check(&s, k, 1, 80));
+        assert!(!t.check(&s, k, 2, 443));
+        assert!(t.check(&s, k, 3, 22));
+        assert!(t.check(&s, k, 4, 22));
+    }
+}
