@@ -53,6 +53,16 @@ impl EveWriter<BufWriter<File>> {
     }
 }
 
+impl EveWriter<BufWriter<File>> {
+    /// Flushes and reopens the same path, for log rotation (on SIGHUP, as Suricata does).
+    pub fn reopen(&mut self) -> Result<(), EveError> {
+        self.flush()?;
+        let fresh = EveWriter::open(&self.path)?;
+        self.out = fresh.out;
+        Ok(())
+    }
+}
+
 impl<W: Write> EveWriter<W> {
     /// Wraps any writer; `name` is what errors call it (e.g. "<stdout>").
     pub fn from_writer(out: W, name: &Path) -> Self {

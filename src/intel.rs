@@ -78,6 +78,26 @@ impl IntelReport {
     }
 }
 
+/// One line for logs and `phantomnet check`.
+impl std::fmt::Display for IntelReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} intel list(s), {} entries",
+            self.lists.len(),
+            self.entries()
+        )?;
+        if self.bad_lines() > 0 {
+            write!(f, " ({} bad lines skipped)", self.bad_lines())?;
+        }
+        write!(
+            f,
+            " -> {} IPv4 + {} IPv6 ranges",
+            self.v4_ranges, self.v6_ranges
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     start: u32,
@@ -543,6 +563,10 @@ mod tests {
         let (set, rep) = IntelSet::parse_str("fh", text, "fh.netset");
         assert_eq!(rep.lists[0].entries, 3);
         assert_eq!(rep.lists[0].bad_lines, 0);
+        assert_eq!(
+            rep.to_string(),
+            "1 intel list(s), 3 entries -> 3 IPv4 + 0 IPv6 ranges"
+        );
         assert_eq!(set.lookup(v4("10.0.0.1")).unwrap().list, 0);
         assert!(set.lookup(v4("10.0.0.2")).is_none());
         assert!(set.lookup(v4("10.0.0.0")).is_none());
@@ -648,6 +672,7 @@ mod tests {
         assert!(l.warnings[4].contains("mixes IPv4 and IPv6"));
         assert!(l.warnings[5].starts_with("lists/bad.txt:7: iprep score `999`"));
         assert!(set.lookup(v4("2.2.2.2")).is_some());
+        assert!(rep.to_string().contains("(6 bad lines skipped)"), "{rep}");
     }
 
     #[test]

@@ -893,6 +893,22 @@ fn eve_file_is_appended_to() {
         })
         .collect();
     assert_eq!(sids, vec![1, 2]);
+
+    // Rotation: after the file is moved away, reopen writes to a new file at the path.
+    let mut w = EveWriter::open(&path).unwrap();
+    let rotated = dir.path("eve.json.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    w.alert(&alert(T0, 3)).unwrap();
+    w.reopen().unwrap();
+    w.alert(&alert(T0, 4)).unwrap();
+    w.flush().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        3
+    );
+    let fresh = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(fresh.lines().count(), 1);
+    assert!(fresh.contains("\"signature_id\":4"));
     let err = EveWriter::open(Path::new("/nonexistent-dir/eve.json"))
         .err()
         .unwrap()
