@@ -806,6 +806,12 @@ impl Pipeline {
         self.poll_http();
         if self.signals.reload.swap(false, Ordering::Relaxed) {
             reload(&self.cfg, &mut self.engine);
+            // As Suricata does on SIGHUP: reopen the EVE file so log rotation works.
+            if let Some(e) = &mut self.outputs.eve {
+                if let Err(err) = e.reopen() {
+                    warn!("EVE output: cannot reopen after SIGHUP: {err}");
+                }
+            }
         }
     }
 
