@@ -254,7 +254,6 @@ pub struct Engine {
     cur_sec: i64,
     last_ts: Micros,
     hits: Vec<RuleHit>,
-    seed: u64,
     /// Monotonic instant of the first frame of the current second (frame→verdict latency).
     sec_started: Option<Instant>,
 }
@@ -275,7 +274,6 @@ impl Engine {
             cur_sec: i64::MIN,
             last_ts: i64::MIN,
             hits: Vec::with_capacity(256),
-            seed,
             sec_started: None,
             opts,
         }
@@ -293,11 +291,6 @@ impl Engine {
     /// Link type of the frames given to `process`.
     pub fn set_link(&mut self, link: LinkType) {
         self.link = link;
-    }
-
-    /// The second currently being filled (packet time), if any frame was seen.
-    pub fn current_second(&self) -> Option<i64> {
-        (self.cur_sec != i64::MIN).then_some(self.cur_sec)
     }
 
     /// Packet time of the latest frame or tick.
@@ -980,11 +973,6 @@ impl Engine {
             confidence: v.confidence,
             reasons_json: json.as_str(),
         }
-    }
-
-    /// Seed of this engine's hash tables (differs per process).
-    pub fn seed(&self) -> u64 {
-        self.seed
     }
 }
 

@@ -1293,7 +1293,7 @@ fn kill_9_during_heavy_writing_twenty_times_loses_no_committed_row() {
     let pcap = dir.path("flood.pcap");
     // Every spoofed SYN is a new flow; once the table is full each one evicts another,
     // and every eviction is a flow row: a steady stream of large transactions.
-    write_flood(&pcap, 400_000, 20_000, scenario::NAS);
+    write_flood(&pcap, 600_000, 20_000, scenario::NAS);
     let db = dir.path("crash.db");
     // No retention during the test: every row ever committed must stay.
     let cfg = write_config(
@@ -1324,7 +1324,7 @@ fn kill_9_during_heavy_writing_twenty_times_loses_no_committed_row() {
         while count_or_zero(&db) <= before_total && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(800)));
+        std::thread::sleep(Duration::from_millis(rng.below(250)));
         // Read what is committed, from another connection, just before the kill.
         // (0, 0) when not created yet (killed before its first commit).
         let (n, max_id) = rusqlite::Connection::open(&db)
