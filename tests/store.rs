@@ -1008,3 +1008,66 @@ fn intel_loads_100k_entries_quickly() {
         t.elapsed().as_secs_f64() * 1e3
     );
 }
+
+#[test]
+fn many_flows_in_one_tick_keep_every_field_and_order() {
+    // 100 rows: three multi-row statements of 32 and four single-row ones.
+    let dir = TempDir::new("manyflows");
+    let mut store = Store::open(&dir.path("f.db"), &no_retention()).unwrap();
+    let rows: Vec<FlowRow> = (0..100u64)
+        .map(|i| FlowRow {
+            flow_id: 1_000 + i,
+            start: T0 + i as i64,
+            end: T0 + 10 * i as i64,
+            src: v4(10, (i / 7) as u8, 200, i as u8),
+            src_port: 1_000 + i as u16,
+            dst: if i % 2 == 0 {
+                v4(192, 168, 1, 1)
+            } else {
+                "2001:db8::1".parse().unwrap()
+            },
+            dst_port: 443 - i as u16,
+            proto: if i % 3 == 0 { 17 } else { 6 },
+            pkts_to_server: i,
+            pkts_to_client: 2 * i,
+            bytes_to_server: 3 * i,
+            bytes_to_client: 4 * i,
+            tcp_flags: i as u8,
+            reason: if i % 2 == 0 { "timeout" } else { "evicted" },
+        })
+        .collect();
+    let mut batch = Batch::new(1_000);
+    for r in &rows {
+        batch.flow(r).unwrap();
+    }
+    store.write(&batch).unwrap();
+    let mut got = store.recent_flows(0.0, 1_000).unwrap();
+    assert_eq!(got.len(), 100);
+    got.sort_by_key(|f| f.flow_id);
+    for (r, g) in rows.iter().zip(&got) {
+        assert_eq!(g.flow_id, r.flow_id);
+        assert_eq!(
+            (g.start, g.end),
+            (micros_to_secs(r.start), micros_to_secs(r.end))
+        );
+        assert_eq!(g.src, r.src.to_string());
+        assert_eq!(g.dst, r.dst.to_string());
+        assert_eq!((g.src_port, g.dst_port), (r.src_port, r.dst_port));
+        assert_eq!(g.proto, if r.proto == 17 { "UDP" } else { "TCP" });
+        assert_eq!(
+            (
+                g.pkts_to_server,
+                g.pkts_to_client,
+                g.bytes_to_server,
+                g.bytes_to_client
+            ),
+            (
+                r.pkts_to_server,
+                r.pkts_to_client,
+                r.bytes_to_server,
+                r.bytes_to_client
+            )
+        );
+        assert_eq!((g.tcp_flags, g.reason.as_str()), (r.tcp_flags, r.reason));
+    }
+}
