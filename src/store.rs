@@ -112,7 +112,10 @@ fn insert_flows_sql(rows: usize) -> String {
         .next()
         .unwrap_or(INSERT_FLOW)
         .to_string();
-    let mut sql = head;
+    // OR IGNORE: every column is bound non-NULL, so nothing is ever ignored, but without a
+    // possible abort SQLite needs no statement journal for a multi-row insert (it copied
+    // every page the statement touched).
+    let mut sql = head.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
     sql.push_str(" VALUES ");
     for r in 0..rows {
         if r > 0 {

@@ -220,6 +220,11 @@ pub struct RuleHit {
 #[derive(Debug, Default)]
 struct Group {
     ac: Option<AhoCorasick>,
+    /// The same (lowercased) patterns, case-sensitive and leftmost-first, run over the
+    /// lowercased payload to ask only "is any there?". Unlike the case-insensitive
+    /// automaton it gets aho-corasick's SIMD prefilter (Teddy or rare bytes), so a payload
+    /// without any fast pattern — most of them — costs a fraction of a byte-by-byte walk.
+    pre: Option<AhoCorasick>,
     /// Pattern id → rules.
     pat_rules: Vec<Vec<u32>>,
     /// Rules without a fast pattern: evaluated for every packet of the group.
@@ -249,6 +254,37 @@ pub struct RuleSet {
     cands: Vec<u32>,
     seen: Vec<bool>,
     touched: Vec<u32>,
+    /// The payload lowercased for the `pre` automata (capacity reserved once).
+    lower: Vec<u8>,
+}
+
+/// Longest payload lowercased for the prefilter; longer ones (never seen from a capture
+/// whose frames fit the read buffer) go straight to the full walk.
+const LOWER_MAX: usize = 65_536 + 256;
+
+/// `dst = src` with ASCII letters lowercased, eight bytes per step (SWAR): the shipping
+/// profile optimises for size, so a byte loop is not vectorised and cost as much as the
+/// automaton walk it replaces. `dst` must have the capacity (no allocation).
+fn lowercase_into(dst: &mut Vec<u8>, src: &[u8]) {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    dst.clear();
+    dst.resize(src.len(), 0);
+    let mut out = dst.chunks_exact_mut(8);
+    let mut chunks = src.chunks_exact(8);
+    for (d, c) in out.by_ref().zip(chunks.by_ref()) {
+        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let low7 = x & LO7;
+        // High bit of each byte: low7 >= 'A', and low7 > 'Z' (no carries: low7 < 0x80).
+        let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
+        let gt_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+        let upper = ge_a & !gt_z & !x & HI;
+        d.copy_from_slice(&(x | (upper >> 2)).to_le_bytes());
+    }
+    for (d, &b) in out.into_remainder().iter_mut().zip(chunks.remainder()) {
+        *d = b.to_ascii_lowercase();
+    }
 }
 
 fn class_of(ip_proto: u8) -> usize {
@@ -379,6 +415,7 @@ impl RuleSet {
             cands: Vec::with_capacity(rules.len()),
             seen: Vec::new(),
             touched: Vec::new(),
+            lower: Vec::new(),
             rules,
         };
         set.build_groups();
@@ -437,6 +474,9 @@ impl RuleSet {
         }
         self.classes = classes;
         self.seen = vec![false; max_pats];
+        if max_pats > 0 && self.lower.capacity() < LOWER_MAX {
+            self.lower = Vec::with_capacity(LOWER_MAX);
+        }
         self.touched = Vec::with_capacity(max_pats);
         // A packet gathers candidates from two groups (any-port and its port's), each at
         // most its plain rules plus every pattern's rules, before dedup: reserve that much
@@ -475,6 +515,7 @@ impl RuleSet {
             pat_rules[id].push(i);
         }
         let mut ac = None;
+        let mut pre = None;
         if !pats.is_empty() {
             let total: usize = pats.iter().map(Vec::len).sum();
             // A full DFA is fastest but costs ~1 KiB per state: only for small groups.
@@ -494,9 +535,15 @@ impl RuleSet {
                 plain.extend(pat_rules.iter().flatten().copied());
                 pat_rules.clear();
             }
+            pre = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostFirst)
+                .kind(Some(kind))
+                .build(&pats)
+                .ok();
         }
         Group {
             ac,
+            pre,
             pat_rules,
             plain,
         }
@@ -575,6 +622,7 @@ impl RuleSet {
             None
         };
         self.cands.clear();
+        let mut lowered = false;
         for g in [Some(class.wide), port_group].into_iter().flatten() {
             let Some(group) = self.groups.get(g as usize) else {
                 continue;
@@ -582,6 +630,15 @@ impl RuleSet {
             self.cands.extend_from_slice(&group.plain);
             if payload.is_empty() {
                 continue;
+            }
+            if let (Some(pre), true) = (&group.pre, payload.len() <= LOWER_MAX) {
+                if !lowered {
+                    lowercase_into(&mut self.lower, payload);
+                    lowered = true;
+                }
+                if !pre.is_match(&self.lower[..]) {
+                    continue;
+                }
             }
             if let Some(ac) = &group.ac {
                 for mat in ac.find_overlapping_iter(payload) {
@@ -738,4 +795,23 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
         }
     }
     r.payload.is_empty() || match_payload(&r.payload, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowercase_into;
+
+    #[test]
+    fn swar_lowercase_matches_std_for_every_byte_and_tail() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let mut dst = Vec::with_capacity(600);
+        // Every byte value at every position of a word, and every tail length.
+        for shift in 0..8 {
+            for len in [0, 1, 7, 8, 9, 255, 256 - shift] {
+                let src: Vec<u8> = all.iter().cycle().skip(shift).take(len).copied().collect();
+                lowercase_into(&mut dst, &src);
+                assert_eq!(dst, src.to_ascii_lowercase(), "shift {shift} len {len}");
+            }
+        }
+    }
 }
