@@ -133,6 +133,11 @@ fn insert_flows_sql(rows: usize) -> String {
     sql
 }
 
+/// A text value from bytes, for `raw_bind_parameter`.
+fn text(b: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
+    rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(b))
+}
+
 /// Binds one flow's columns at parameters `base + 1 ..= base + FLOW_COLUMNS`.
 fn bind_flow(
     st: &mut rusqlite::CachedStatement<'_>,
@@ -143,9 +148,11 @@ fn bind_flow(
     st.raw_bind_parameter(base + 1, f.flow_id as i64)?;
     st.raw_bind_parameter(base + 2, micros_to_secs(f.start))?;
     st.raw_bind_parameter(base + 3, micros_to_secs(f.end))?;
-    st.raw_bind_parameter(base + 4, ip.set(f.src))?;
+    // Bound as text from bytes: the address text is ASCII by construction, and going
+    // through &str would validate it as UTF-8 for nothing.
+    st.raw_bind_parameter(base + 4, text(ip.set_bytes(f.src)))?;
     st.raw_bind_parameter(base + 5, f.src_port)?;
-    st.raw_bind_parameter(base + 6, ip.set(f.dst))?;
+    st.raw_bind_parameter(base + 6, text(ip.set_bytes(f.dst)))?;
     st.raw_bind_parameter(base + 7, f.dst_port)?;
     st.raw_bind_parameter(base + 8, proto_name(f.proto))?;
     st.raw_bind_parameter(base + 9, to_i64(f.pkts_to_server))?;
@@ -1463,6 +1470,12 @@ impl IpText {
 
     /// Formats `ip` canonically (RFC 5952 for IPv6) and returns the text.
     pub(crate) fn set(&mut self, ip: IpAddr) -> &str {
+        self.set_bytes(ip);
+        self.as_str()
+    }
+
+    /// As [`IpText::set`], as ASCII bytes.
+    pub(crate) fn set_bytes(&mut self, ip: IpAddr) -> &[u8] {
         self.len = 0;
         match ip {
             // By hand: `Display` through `fmt::write` cost as much as binding the whole row.
@@ -1485,7 +1498,7 @@ impl IpText {
                 let _ = write!(self, "{ip}");
             }
         }
-        self.as_str()
+        &self.buf[..self.len]
     }
 
     fn push(&mut self, b: u8) {

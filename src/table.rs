@@ -7,8 +7,9 @@
 //! least recently seen entry (the oldest tail among the classes) and hands it to the caller,
 //! as Suricata's emergency mode and smoltcp's neighbor cache do. Each class (e.g. TCP, UDP,
 //! other) has its own recency list so per-class idle timeouts expire in O(expired).
-//! Lookups use linear probing over an index twice the capacity, with backward-shift
-//! deletion (no tombstones), and a hash seeded once per process.
+//! Lookups use linear probing over an index twice the capacity (each entry carries half
+//! the key hash), with backward-shift deletion (no tombstones), and a hash seeded once per
+//! process.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -36,26 +37,40 @@ pub fn random_seed() -> u64 {
 }
 
 pub struct LruTable<K: TableKey, V> {
-    keys: Vec<Option<K>>,
+    /// Per-slot bookkeeping, one struct per slot: a lookup, a touch and an eviction each
+    /// read and write one cache line of it (six parallel vectors cost six misses).
+    meta: Vec<Meta<K>>,
     vals: Vec<V>,
-    hashes: Vec<u64>,
-    last_seen: Vec<i64>,
-    class: Vec<u8>,
-    prev: Vec<u32>,
-    next: Vec<u32>,
     head: [u32; MAX_CLASSES],
     tail: [u32; MAX_CLASSES],
     free: u32,
-    /// Linear-probing index: 0 = empty, else slot + 1 (zeroed memory stays untouched).
-    index: Vec<u32>,
+    /// Linear-probing index: 0 = empty, else slot + 1 in the low half and the key hash's
+    /// high half above it, so a probe rejects other keys without touching their slots
+    /// (zeroed memory stays untouched).
+    index: Vec<u64>,
     mask: usize,
     len: usize,
     cap: usize,
     seed: u64,
 }
 
+#[derive(Clone, Copy)]
+struct Meta<K> {
+    key: Option<K>,
+    hash: u64,
+    last_seen: i64,
+    prev: u32,
+    next: u32,
+    class: u8,
+}
+
 /// Slot id of an entry; stable while the entry lives.
 pub type Slot = u32;
+
+#[inline]
+fn index_entry(slot: Slot, hash: u64) -> u64 {
+    (hash & 0xffff_ffff_0000_0000) | u64::from(slot + 1)
+}
 
 impl<K: TableKey, V: Default> LruTable<K, V> {
     /// Reserves a table for `capacity` entries (at least 1). Slots are initialised as they
@@ -64,13 +79,8 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         let capacity = capacity.clamp(1, (u32::MAX / 4) as usize);
         let index_len = (capacity * 2).next_power_of_two();
         LruTable {
-            keys: Vec::with_capacity(capacity),
+            meta: Vec::with_capacity(capacity),
             vals: Vec::with_capacity(capacity),
-            hashes: Vec::with_capacity(capacity),
-            last_seen: Vec::with_capacity(capacity),
-            class: Vec::with_capacity(capacity),
-            prev: Vec::with_capacity(capacity),
-            next: Vec::with_capacity(capacity),
             head: [NIL; MAX_CLASSES],
             tail: [NIL; MAX_CLASSES],
             free: NIL,
@@ -86,18 +96,20 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
     fn take_slot(&mut self) -> Option<Slot> {
         if self.free != NIL {
             let s = self.free;
-            self.free = self.next[s as usize];
+            self.free = self.meta[s as usize].next;
             return Some(s);
         }
-        if self.keys.len() < self.cap {
-            let s = self.keys.len() as Slot;
-            self.keys.push(None);
+        if self.meta.len() < self.cap {
+            let s = self.meta.len() as Slot;
+            self.meta.push(Meta {
+                key: None,
+                hash: 0,
+                last_seen: 0,
+                prev: NIL,
+                next: NIL,
+                class: 0,
+            });
             self.vals.push(V::default());
-            self.hashes.push(0);
-            self.last_seen.push(0);
-            self.class.push(0);
-            self.prev.push(NIL);
-            self.next.push(NIL);
             return Some(s);
         }
         None
@@ -133,16 +145,17 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
             }
         };
         let su = s as usize;
-        self.keys[su] = Some(key);
-        self.hashes[su] = h;
-        self.last_seen[su] = now;
+        let m = &mut self.meta[su];
+        m.key = Some(key);
+        m.hash = h;
+        m.last_seen = now;
         init(&mut self.vals[su]);
         self.push_front(s, class.min(MAX_CLASSES as u8 - 1));
         let mut i = self.ideal(h);
         while self.index[i] != 0 {
             i = (i + 1) & self.mask;
         }
-        self.index[i] = s + 1;
+        self.index[i] = index_entry(s, h);
         self.len += 1;
         (s, true)
     }
@@ -176,22 +189,25 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     fn find_hashed(&self, key: &K, h: u64) -> Option<(usize, Slot)> {
         let mut i = self.ideal(h);
+        let tag = h & 0xffff_ffff_0000_0000;
         loop {
             let e = self.index[i];
             if e == 0 {
                 return None;
             }
-            let s = e - 1;
-            let su = s as usize;
-            if self.hashes[su] == h && self.keys[su].as_ref() == Some(key) {
-                return Some((i, s));
+            if e & 0xffff_ffff_0000_0000 == tag {
+                let s = (e as u32).wrapping_sub(1);
+                let m = &self.meta[s as usize];
+                if m.hash == h && m.key.as_ref() == Some(key) {
+                    return Some((i, s));
+                }
             }
             i = (i + 1) & self.mask;
         }
     }
 
     pub fn key(&self, slot: Slot) -> Option<&K> {
-        self.keys.get(slot as usize).and_then(|k| k.as_ref())
+        self.meta.get(slot as usize).and_then(|m| m.key.as_ref())
     }
 
     #[inline]
@@ -205,35 +221,40 @@ impl<K: TableKey, V> LruTable<K, V> {
     }
 
     pub fn last_seen(&self, slot: Slot) -> i64 {
-        self.last_seen[slot as usize]
+        self.meta[slot as usize].last_seen
     }
 
     fn unlink(&mut self, s: Slot) {
         let su = s as usize;
-        let c = self.class[su] as usize;
-        let (p, n) = (self.prev[su], self.next[su]);
-        if p == NIL {
-            self.head[c] = n;
+        let Meta {
+            class, prev, next, ..
+        } = self.meta[su];
+        let c = class as usize;
+        if prev == NIL {
+            self.head[c] = next;
         } else {
-            self.next[p as usize] = n;
+            self.meta[prev as usize].next = next;
         }
-        if n == NIL {
-            self.tail[c] = p;
+        if next == NIL {
+            self.tail[c] = prev;
         } else {
-            self.prev[n as usize] = p;
+            self.meta[next as usize].prev = prev;
         }
-        self.prev[su] = NIL;
-        self.next[su] = NIL;
+        let m = &mut self.meta[su];
+        m.prev = NIL;
+        m.next = NIL;
     }
 
     fn push_front(&mut self, s: Slot, class: u8) {
         let su = s as usize;
         let c = class as usize;
-        self.class[su] = class;
-        self.prev[su] = NIL;
-        self.next[su] = self.head[c];
-        if self.head[c] != NIL {
-            self.prev[self.head[c] as usize] = s;
+        let head = self.head[c];
+        let m = &mut self.meta[su];
+        m.class = class;
+        m.prev = NIL;
+        m.next = head;
+        if head != NIL {
+            self.meta[head as usize].prev = s;
         } else {
             self.tail[c] = s;
         }
@@ -244,12 +265,12 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// never moves an entry backwards.
     #[inline]
     pub fn touch(&mut self, slot: Slot, now: i64) {
-        let su = slot as usize;
-        if now > self.last_seen[su] {
-            self.last_seen[su] = now;
+        let m = &mut self.meta[slot as usize];
+        if now > m.last_seen {
+            m.last_seen = now;
         }
-        if self.head[self.class[su] as usize] != slot {
-            let c = self.class[su];
+        let c = m.class;
+        if self.head[c as usize] != slot {
             self.unlink(slot);
             self.push_front(slot, c);
         }
@@ -258,7 +279,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Moves an entry to another recency class (e.g. a TCP flow that closed).
     pub fn set_class(&mut self, slot: Slot, class: u8) {
         let class = class.min(MAX_CLASSES as u8 - 1);
-        if self.class[slot as usize] != class {
+        if self.meta[slot as usize].class != class {
             self.unlink(slot);
             self.push_front(slot, class);
         }
@@ -266,15 +287,17 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     /// The least recently seen entry over all classes.
     fn oldest(&self) -> Option<Slot> {
-        let mut best: Option<Slot> = None;
+        let mut best: Option<(Slot, i64)> = None;
         for &t in &self.tail {
-            if t != NIL
-                && best.is_none_or(|b| self.last_seen[t as usize] < self.last_seen[b as usize])
-            {
-                best = Some(t);
+            if t == NIL {
+                continue;
+            }
+            let seen = self.meta[t as usize].last_seen;
+            if best.is_none_or(|(_, b)| seen < b) {
+                best = Some((t, seen));
             }
         }
-        best
+        best.map(|(s, _)| s)
     }
 
     fn remove_index_at(&mut self, mut i: usize) {
@@ -286,8 +309,8 @@ impl<K: TableKey, V> LruTable<K, V> {
             if e == 0 {
                 break;
             }
-            let s = e - 1;
-            let k = self.ideal(self.hashes[s as usize]);
+            let s = (e as u32).wrapping_sub(1);
+            let k = self.ideal(self.meta[s as usize].hash);
             // Move s back to i if its ideal position k is not cyclically in (i, j].
             let in_range = if i <= j {
                 i < k && k <= j
@@ -305,15 +328,16 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Removes an entry, handing its key and value to `f` before the slot is reused.
     pub fn remove_with(&mut self, slot: Slot, f: impl FnOnce(&K, &mut V)) {
         let su = slot as usize;
-        let Some(key) = self.keys[su] else { return };
-        let h = self.hashes[su];
+        let Some(key) = self.meta[su].key else { return };
+        let h = self.meta[su].hash;
         if let Some((i, _)) = self.find_hashed(&key, h) {
             self.remove_index_at(i);
         }
         f(&key, &mut self.vals[su]);
         self.unlink(slot);
-        self.keys[su] = None;
-        self.next[su] = self.free;
+        let m = &mut self.meta[su];
+        m.key = None;
+        m.next = self.free;
         self.free = slot;
         self.len -= 1;
     }
@@ -325,7 +349,7 @@ impl<K: TableKey, V> LruTable<K, V> {
         let mut n = 0;
         while c < MAX_CLASSES
             && self.tail[c] != NIL
-            && self.last_seen[self.tail[c] as usize] <= cutoff
+            && self.meta[self.tail[c] as usize].last_seen <= cutoff
         {
             let t = self.tail[c];
             self.remove_with(t, &mut f);
@@ -336,8 +360,8 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     /// Visits every live entry (no particular order).
     pub fn for_each(&self, mut f: impl FnMut(Slot, &K, &V)) {
-        for (i, k) in self.keys.iter().enumerate() {
-            if let Some(k) = k {
+        for (i, m) in self.meta.iter().enumerate() {
+            if let Some(k) = &m.key {
                 f(i as Slot, k, &self.vals[i]);
             }
         }
