@@ -761,11 +761,9 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
     if r.proto != Proto::Ip && (m.l4_off == 0 || (m.frag.is_fragment && m.frag.offset > 0)) {
         return false;
     }
-    let (s, d) = (addr_key(m.src), addr_key(m.dst));
-    let reverse = || r.bidir && side_matches(r, d, m.dst_port, s, m.src_port);
-    if !(side_matches(r, s, m.src_port, d, m.dst_port) || reverse()) {
-        return false;
-    }
+    // Cheap per-packet tests first (flow state, flags, sizes, flowbits), the address and
+    // port sets (range searches) after: plain rules such as SYN-scan detectors are
+    // candidates for every packet of their group, and most packets fail their flags.
     if r.flow != 0 {
         if r.flow & flowc::NEEDS_FLOW != 0 && !pkt.has_flow {
             return false;
@@ -793,6 +791,11 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
         if !ok {
             return false;
         }
+    }
+    let (s, d) = (addr_key(m.src), addr_key(m.dst));
+    let reverse = || r.bidir && side_matches(r, d, m.dst_port, s, m.src_port);
+    if !(side_matches(r, s, m.src_port, d, m.dst_port) || reverse()) {
+        return false;
     }
     r.payload.is_empty() || match_payload(&r.payload, payload)
 }
