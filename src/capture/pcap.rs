@@ -139,6 +139,14 @@ struct Input {
 impl Input {
     /// Reads until `buf` is full or the file ends; returns the bytes read.
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, CaptureError> {
+        // Fast path: the whole piece is already buffered (nearly always), one copy.
+        let avail = self.rd.buffer();
+        if avail.len() >= buf.len() {
+            buf.copy_from_slice(&avail[..buf.len()]);
+            self.rd.consume(buf.len());
+            self.offset += buf.len() as u64;
+            return Ok(buf.len());
+        }
         let mut n = 0;
         while n < buf.len() {
             match self.rd.read(&mut buf[n..]) {
