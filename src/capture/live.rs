@@ -2,9 +2,13 @@
 //! Linux) channel: frames stamped with the wall clock at receive, and an idle tick on every
 //! read timeout so the engine keeps its clock moving while the link is quiet.
 //!
+//! We open the AF_PACKET socket ourselves and hand pnet its descriptor, keeping a duplicate
+//! to read the kernel's counters (PACKET_STATISTICS) whenever the loop asks for `stats()`,
+//! which it does on ticks, not per frame. That read is the crate's one `unsafe` call
+//! (docs/DECISIONS.md).
+//!
 //! Limits that come from pnet_datalink:
-//! - it does not expose the socket, so kernel drop counts (PACKET_STATISTICS) are not read:
-//!   `SourceStats::kernel_drops` stays 0;
+//! - one poll and one recvfrom per frame (no memory-mapped ring);
 //! - frames longer than the read buffer are cut to it without notice (no MSG_TRUNC), so
 //!   `wire_len` is the captured length; the default buffer holds a 64 KiB GSO frame;
 //! - no PACKET_AUXDATA either: where the NIC strips 802.1Q tags (VLAN offload), frames
@@ -12,10 +16,13 @@
 //! - a receive error other than a timeout or an interrupted call (e.g. the interface went
 //!   away) ends the capture with `CaptureError::Live`; the service manager restarts us.
 
+use std::cell::Cell;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pnet_datalink::{Channel, Config, DataLinkReceiver, NetworkInterface};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{CaptureError, Frame, FrameSource, Next, SourceStats};
 use crate::decode::{LinkType, Micros};
@@ -53,6 +60,65 @@ pub struct LiveSource {
     rx: Box<dyn DataLinkReceiver>,
     stats: SourceStats,
     promiscuous: bool,
+    /// A duplicate of the descriptor pnet reads from, for PACKET_STATISTICS (None for an
+    /// injected receiver).
+    counters: Option<Socket>,
+    /// Kernel counters summed over reads (the kernel resets them on each read).
+    kernel: Cell<KernelCounts>,
+    /// The counters could not be read once: warned, not read again.
+    counters_failed: Cell<bool>,
+}
+
+/// The kernel's per-socket counters, summed since the socket was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounts {
+    /// Frames the socket was offered (queued plus dropped).
+    pub packets: u64,
+    /// Frames dropped because the socket's receive queue was full.
+    pub drops: u64,
+}
+
+impl KernelCounts {
+    fn add(self, delta: libc::tpacket_stats) -> KernelCounts {
+        // tp_packets already includes tp_drops (net/packet/af_packet.c, packet_getsockopt).
+        KernelCounts {
+            packets: self.packets + u64::from(delta.tp_packets),
+            drops: self.drops + u64::from(delta.tp_drops),
+        }
+    }
+}
+
+/// Reads and resets the kernel's counters of an AF_PACKET socket
+/// (`getsockopt(SOL_PACKET, PACKET_STATISTICS)`).
+#[allow(unsafe_code)]
+fn packet_statistics(fd: BorrowedFd<'_>) -> io::Result<libc::tpacket_stats> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `fd` is an open descriptor for the borrow's lifetime; `st` is a live, writable
+    // tpacket_stats and `len` its exact size, so the kernel writes at most `len` bytes into
+    // it and stores the written length in `len`; neither pointer is kept past the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            std::ptr::addr_of_mut!(st).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::tpacket_stats>() {
+        return Err(io::Error::other(format!(
+            "PACKET_STATISTICS returned {len} bytes, expected {}",
+            std::mem::size_of::<libc::tpacket_stats>()
+        )));
+    }
+    Ok(st)
 }
 
 impl std::fmt::Debug for LiveSource {
@@ -73,9 +139,30 @@ fn now_micros() -> Micros {
         .unwrap_or(0)
 }
 
-fn open_channel(iface: &NetworkInterface, config: Config) -> io::Result<Box<dyn DataLinkReceiver>> {
+/// A raw AF_PACKET socket that receives nothing until bound. pnet opens its own with
+/// htons(ETH_P_ALL), which takes frames from every interface until its bind narrows it to
+/// one; with protocol 0 the kernel hooks the socket up only at bind, where pnet passes
+/// htons(ETH_P_ALL) and the interface, so no stray frame from another interface is queued.
+fn packet_socket() -> io::Result<Socket> {
+    Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+}
+
+/// Opens our own socket, hands pnet its descriptor (pnet binds it to the interface, sets
+/// promiscuous mode and owns and closes it) and keeps a duplicate for the counters.
+fn open_channel(
+    iface: &NetworkInterface,
+    config: Config,
+) -> io::Result<(Box<dyn DataLinkReceiver>, Socket)> {
+    let sock = packet_socket()?;
+    let counters = sock.try_clone()?;
+    let config = Config {
+        socket_fd: Some(sock.into_raw_fd()),
+        ..config
+    };
+    // From here pnet owns that descriptor: it closes it on every error path, and the
+    // receiver closes it on drop.
     match pnet_datalink::channel(iface, config)? {
-        Channel::Ethernet(_tx, rx) => Ok(rx),
+        Channel::Ethernet(_tx, rx) => Ok((rx, counters)),
         _ => Err(io::Error::other(
             "pnet returned a channel that is not Layer 2",
         )),
@@ -139,8 +226,8 @@ impl LiveSource {
             ..Config::default()
         };
         let mut promiscuous = opts.promiscuous;
-        let rx = match open_channel(ni, config) {
-            Ok(rx) => rx,
+        let (rx, counters) = match open_channel(ni, config) {
+            Ok(c) => c,
             Err(e) if is_permission(&e) => return Err(permission_error(iface, &e)),
             Err(e) if promiscuous => {
                 log::warn!(
@@ -170,7 +257,16 @@ impl LiveSource {
                 })
             }
         };
-        Ok(LiveSource::from_receiver(iface, rx, promiscuous))
+        let mut src = LiveSource::from_receiver(iface, rx, promiscuous);
+        // Checks that the counters can be read, and starts them from zero.
+        if let Err(e) = packet_statistics(counters.as_fd()) {
+            log::warn!(
+                "interface {iface}: kernel drop counts unavailable (PACKET_STATISTICS: {e})"
+            );
+            src.counters_failed.set(true);
+        }
+        src.counters = Some(counters);
+        Ok(src)
     }
 
     /// Wraps an already open receiver (tests feed fake frames this way).
@@ -184,7 +280,20 @@ impl LiveSource {
             rx,
             stats: SourceStats::default(),
             promiscuous,
+            counters: None,
+            kernel: Cell::new(KernelCounts::default()),
+            counters_failed: Cell::new(false),
         }
+    }
+
+    /// Reads the kernel's counters now and returns the sums since the socket was opened
+    /// (all zero for an injected receiver). One getsockopt call: for ticks, not per frame.
+    pub fn kernel_counts(&self) -> io::Result<KernelCounts> {
+        if let Some(sock) = &self.counters {
+            let sum = self.kernel.get().add(packet_statistics(sock.as_fd())?);
+            self.kernel.set(sum);
+        }
+        Ok(self.kernel.get())
     }
 
     /// Whether the interface is in promiscuous mode (false after a refusal).
@@ -230,10 +339,24 @@ impl FrameSource for LiveSource {
         &self.name
     }
 
-    /// `kernel_drops` is always 0: pnet_datalink does not expose the socket, so
-    /// PACKET_STATISTICS cannot be read.
+    /// Reads the kernel's counters (one getsockopt: call it on ticks, not per frame). If they
+    /// cannot be read, warns once and reports what was summed so far.
     fn stats(&self) -> SourceStats {
-        self.stats
+        if !self.counters_failed.get() {
+            if let Err(e) = self.kernel_counts() {
+                log::warn!(
+                    "interface {}: kernel drop counts unavailable from now on (PACKET_STATISTICS: {e})",
+                    self.name
+                );
+                self.counters_failed.set(true);
+            }
+        }
+        let k = self.kernel.get();
+        SourceStats {
+            kernel_drops: k.drops,
+            kernel_packets: k.packets,
+            ..self.stats
+        }
     }
 }
 
@@ -322,6 +445,61 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("shorter than 1 ms"), "{err}");
+    }
+
+    #[test]
+    fn kernel_counters_are_read_from_a_real_socket() {
+        // Opening a capture socket needs CAP_NET_RAW; tests/live.rs checks the counts
+        // against a flood (in namespaces of its own).
+        let mut src = match LiveSource::open(
+            "lo",
+            &LiveOptions {
+                promiscuous: false,
+                ..LiveOptions::default()
+            },
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skipped: cannot open a capture socket on lo ({e})");
+                return;
+            }
+        };
+        assert!(src.counters.is_some());
+        let first = src.kernel_counts().unwrap();
+        let second = src.kernel_counts().unwrap();
+        // Sums only grow; drops are a part of what the kernel offered.
+        assert!(second.packets >= first.packets && second.drops >= first.drops);
+        assert!(second.drops <= second.packets);
+        // Reading through the trait neither fails nor stops the counters.
+        let _ = src.stats();
+        assert!(!src.counters_failed.get());
+        let _ = src.next_frame().unwrap();
+    }
+
+    #[test]
+    fn fake_receivers_report_zero_kernel_counts() {
+        let rx = FakeRx {
+            script: VecDeque::new(),
+            current: Vec::new(),
+        };
+        let src = LiveSource::from_receiver("fake0", Box::new(rx), true);
+        assert_eq!(src.kernel_counts().unwrap(), KernelCounts::default());
+        assert_eq!(src.stats(), SourceStats::default());
+    }
+
+    #[test]
+    fn kernel_counts_add_up() {
+        let k = KernelCounts::default()
+            .add(libc::tpacket_stats {
+                tp_packets: 10,
+                tp_drops: 3,
+            })
+            .add(libc::tpacket_stats {
+                tp_packets: u32::MAX,
+                tp_drops: u32::MAX,
+            });
+        assert_eq!(k.packets, 10 + u64::from(u32::MAX));
+        assert_eq!(k.drops, 3 + u64::from(u32::MAX));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::decode::{LinkType, Micros};
 pub mod live;
 pub mod pcap;
 
-pub use live::{LiveOptions, LiveSource};
+pub use live::{KernelCounts, LiveOptions, LiveSource};
 pub use pcap::{PcapReader, PcapWriter};
 
 /// Opens a capture file (pcap or pcapng, found by its magic number) as a frame source.
@@ -50,6 +50,9 @@ pub struct SourceStats {
     pub frames: u64,
     /// Frames the kernel dropped (live, where known).
     pub kernel_drops: u64,
+    /// Frames the kernel offered the capture socket, dropped ones included (live, where
+    /// known); `kernel_packets - kernel_drops` were queued for us.
+    pub kernel_packets: u64,
 }
 
 /// A pull-based source of frames.
