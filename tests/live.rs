@@ -143,7 +143,22 @@ impl Drop for Running {
 }
 
 fn start(net: &Netns, dir: &Path, port: u16, secs: u64) -> Running {
-    let cfg = write_config(dir, "live.toml", &[]);
+    start_with(net, dir, port, secs, &[])
+}
+
+/// The TPACKET_V3 ring instead of pnet, `mb` MiB.
+fn ring_config(mb: &str) -> [(&'static str, &str); 2] {
+    [("capture.ring", "true"), ("capture.ring_mb", mb)]
+}
+
+fn start_with(
+    net: &Netns,
+    dir: &Path,
+    port: u16,
+    secs: u64,
+    overrides: &[(&str, &str)],
+) -> Running {
+    let cfg = write_config(dir, "live.toml", overrides);
     let exe = env!("CARGO_BIN_EXE_phantomnet");
     let child = Command::new("ip")
         .args([
@@ -187,14 +202,23 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn live_ping_and_tcp_connect_show_up_in_sqlite_and_status() {
+    ping_and_tcp_connect("b", 18_000, &[]);
+}
+
+#[test]
+fn live_ring_ping_and_tcp_connect_show_up_in_sqlite_and_status() {
+    ping_and_tcp_connect("r", 21_000, &ring_config("2"));
+}
+
+fn ping_and_tcp_connect(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
     if !root_with_netns() {
         eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
         return;
     }
-    let dir = TempDir::new("live-basic");
-    let net = Netns::new("b");
-    let port = 18_000 + (std::process::id() % 1000) as u16;
-    let mut run = start(&net, &dir.0, port, 30);
+    let dir = TempDir::new(&format!("live-basic-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 30, overrides);
     if have("ping") {
         let out = net.exec(
             &net.peer,
@@ -320,14 +344,25 @@ fn live_nmap_scan_yields_a_verdict_naming_the_scanner() {
 
 #[test]
 fn live_kernel_drops_are_read_while_the_loop_was_stopped() {
+    // The socket's receive queue (rmem_default) holds a few hundred small frames.
+    kernel_drops("d", 20_000, 5_000, &[]);
+}
+
+#[test]
+fn live_ring_kernel_drops_are_read_while_the_loop_was_stopped() {
+    // 1 MiB of ring holds some 7,000 small frames.
+    kernel_drops("k", 22_000, 20_000, &ring_config("1"));
+}
+
+fn kernel_drops(tag: &str, port_base: u16, burst: u64, overrides: &[(&str, &str)]) {
     if !root_with_netns() {
         eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
         return;
     }
-    let dir = TempDir::new("live-drops");
-    let net = Netns::new("d");
-    let port = 20_000 + (std::process::id() % 1000) as u16;
-    let mut run = start(&net, &dir.0, port, 60);
+    let dir = TempDir::new(&format!("live-drops-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 60, overrides);
     let status = |net: &Netns| {
         net.http(port, "/api/status")
             .map(|b| json_body(&b))
@@ -338,11 +373,10 @@ fn live_kernel_drops_are_read_while_the_loop_was_stopped() {
         before["kernel_drops"], 0,
         "drops before the flood: {before}"
     );
-    // Freeze the loop so the socket's receive queue (rmem_default, a few hundred frames)
-    // overflows, then flood it with single-byte datagrams over one socket (bash only).
+    // Freeze the loop so the socket's buffer overflows, then flood it with single-byte
+    // datagrams over one socket (bash only).
     let pid = run.child.id().to_string();
     sh_ok(&["kill", "-STOP", &pid]);
-    let burst = 5_000;
     let out = net.exec(
         &net.peer,
         &format!(

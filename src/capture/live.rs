@@ -40,6 +40,9 @@ pub struct LiveOptions {
     pub read_buffer_size: usize,
     /// pnet's send buffer (allocated by pnet, unused by PhantomNet, so small).
     pub write_buffer_size: usize,
+    /// Size of a TPACKET_V3 memory-mapped receive ring in MiB (`capture.ring_mb`), or 0 to
+    /// read through pnet, one poll and recvfrom per frame. See `super::ring`.
+    pub ring_mb: usize,
 }
 
 impl Default for LiveOptions {
@@ -50,6 +53,7 @@ impl Default for LiveOptions {
             // 64 KiB GSO/GRO super-frames plus link headers.
             read_buffer_size: 65_536 + 256,
             write_buffer_size: 256,
+            ring_mb: 0,
         }
     }
 }
@@ -63,10 +67,54 @@ pub struct LiveSource {
     /// A duplicate of the descriptor pnet reads from, for PACKET_STATISTICS (None for an
     /// injected receiver).
     counters: Option<Socket>,
-    /// Kernel counters summed over reads (the kernel resets them on each read).
-    kernel: Cell<KernelCounts>,
-    /// The counters could not be read once: warned, not read again.
-    counters_failed: Cell<bool>,
+    kernel: Counters,
+}
+
+/// Kernel counters of one socket, summed over reads (the kernel resets them on each read).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    sum: Cell<KernelCounts>,
+    /// A read failed once: warned, not read again.
+    failed: Cell<bool>,
+}
+
+impl Counters {
+    /// Reads the kernel's counters and returns the sums so far.
+    pub(super) fn read(&self, fd: BorrowedFd<'_>) -> io::Result<KernelCounts> {
+        let sum = self.sum.get().add(packet_statistics(fd)?);
+        self.sum.set(sum);
+        Ok(sum)
+    }
+
+    /// At start-up: checks that the counters can be read (warns if not) and starts them
+    /// from zero.
+    pub(super) fn start(&self, iface: &str, fd: BorrowedFd<'_>) {
+        if let Err(e) = packet_statistics(fd) {
+            log::warn!(
+                "interface {iface}: kernel drop counts unavailable (PACKET_STATISTICS: {e})"
+            );
+            self.failed.set(true);
+        }
+    }
+
+    /// For `FrameSource::stats` (ticks, not per frame): reads unless a read failed before,
+    /// warning once; the sums so far.
+    pub(super) fn on_tick(&self, iface: &str, fd: Option<BorrowedFd<'_>>) -> KernelCounts {
+        if let (Some(fd), false) = (fd, self.failed.get()) {
+            if let Err(e) = self.read(fd) {
+                log::warn!(
+                    "interface {iface}: kernel drop counts unavailable from now on (PACKET_STATISTICS: {e})"
+                );
+                self.failed.set(true);
+            }
+        }
+        self.sum.get()
+    }
+
+    #[cfg(test)]
+    pub(super) fn failed(&self) -> bool {
+        self.failed.get()
+    }
 }
 
 /// The kernel's per-socket counters, summed since the socket was opened.
@@ -79,27 +127,31 @@ pub struct KernelCounts {
 }
 
 impl KernelCounts {
-    fn add(self, delta: libc::tpacket_stats) -> KernelCounts {
+    /// Adds one PACKET_STATISTICS read (frames offered, frames dropped).
+    pub(super) fn add(self, (packets, drops): (u32, u32)) -> KernelCounts {
         // tp_packets already includes tp_drops (net/packet/af_packet.c, packet_getsockopt).
         KernelCounts {
-            packets: self.packets + u64::from(delta.tp_packets),
-            drops: self.drops + u64::from(delta.tp_drops),
+            packets: self.packets + u64::from(packets),
+            drops: self.drops + u64::from(drops),
         }
     }
 }
 
 /// Reads and resets the kernel's counters of an AF_PACKET socket
-/// (`getsockopt(SOL_PACKET, PACKET_STATISTICS)`).
+/// (`getsockopt(SOL_PACKET, PACKET_STATISTICS)`): (frames offered, frames dropped). A
+/// TPACKET_V3 ring socket answers with the longer tpacket_stats_v3, others with
+/// tpacket_stats; both start with those two fields.
 #[allow(unsafe_code)]
-fn packet_statistics(fd: BorrowedFd<'_>) -> io::Result<libc::tpacket_stats> {
-    let mut st = libc::tpacket_stats {
+pub(super) fn packet_statistics(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut st = libc::tpacket_stats_v3 {
         tp_packets: 0,
         tp_drops: 0,
+        tp_freeze_q_cnt: 0,
     };
-    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
     // SAFETY: `fd` is an open descriptor for the borrow's lifetime; `st` is a live, writable
-    // tpacket_stats and `len` its exact size, so the kernel writes at most `len` bytes into
-    // it and stores the written length in `len`; neither pointer is kept past the call.
+    // tpacket_stats_v3 and `len` its exact size, so the kernel writes at most `len` bytes
+    // into it and stores the written length in `len`; neither pointer is kept past the call.
     let rc = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
@@ -112,27 +164,17 @@ fn packet_statistics(fd: BorrowedFd<'_>) -> io::Result<libc::tpacket_stats> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    if len as usize != std::mem::size_of::<libc::tpacket_stats>() {
+    if (len as usize) < std::mem::size_of::<libc::tpacket_stats>() {
         return Err(io::Error::other(format!(
-            "PACKET_STATISTICS returned {len} bytes, expected {}",
+            "PACKET_STATISTICS returned {len} bytes, expected at least {}",
             std::mem::size_of::<libc::tpacket_stats>()
         )));
     }
-    Ok(st)
-}
-
-impl std::fmt::Debug for LiveSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveSource")
-            .field("name", &self.name)
-            .field("stats", &self.stats)
-            .field("promiscuous", &self.promiscuous)
-            .finish()
-    }
+    Ok((st.tp_packets, st.tp_drops))
 }
 
 /// Wall-clock time in microseconds since the Unix epoch (0 if the clock is before 1970).
-fn now_micros() -> Micros {
+pub(super) fn now_micros() -> Micros {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -169,12 +211,12 @@ fn open_channel(
     }
 }
 
-fn is_permission(e: &io::Error) -> bool {
+pub(super) fn is_permission(e: &io::Error) -> bool {
     // EPERM and EACCES both map to PermissionDenied.
     e.kind() == io::ErrorKind::PermissionDenied
 }
 
-fn permission_error(iface: &str, e: &io::Error) -> CaptureError {
+pub(super) fn permission_error(iface: &str, e: &io::Error) -> CaptureError {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/path/to/phantomnet".to_string());
@@ -187,26 +229,15 @@ fn permission_error(iface: &str, e: &io::Error) -> CaptureError {
     }
 }
 
-impl LiveSource {
-    /// Opens `iface` for Layer-2 capture. Errors: unknown interface (the message lists the
-    /// available ones), missing CAP_NET_RAW (the message says how to grant it), or any
-    /// other socket error. If promiscuous mode is refused (e.g. os error 92 under
-    /// qemu-user), logs a warning and captures without it.
-    pub fn open(iface: &str, opts: &LiveOptions) -> Result<LiveSource, CaptureError> {
-        if opts.read_timeout < Duration::from_millis(1) {
-            return Err(CaptureError::Live {
-                iface: iface.to_string(),
-                what: format!(
-                    "read timeout {:?} is shorter than 1 ms (the loop would spin)",
-                    opts.read_timeout
-                ),
-            });
-        }
-        let all = pnet_datalink::interfaces();
-        let Some(ni) = all.iter().find(|i| i.name == iface) else {
+/// The interface named `iface`; the error lists the available ones.
+pub(super) fn find_interface(iface: &str) -> Result<NetworkInterface, CaptureError> {
+    let mut all = pnet_datalink::interfaces();
+    match all.iter().position(|i| i.name == iface) {
+        Some(i) => Ok(all.swap_remove(i)),
+        None => {
             let mut names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
             names.sort_unstable();
-            return Err(CaptureError::Live {
+            Err(CaptureError::Live {
                 iface: iface.to_string(),
                 what: format!(
                     "no such interface; available: {}",
@@ -216,8 +247,30 @@ impl LiveSource {
                         names.join(", ")
                     }
                 ),
-            });
-        };
+            })
+        }
+    }
+}
+
+/// Checks the read timeout the loop relies on to tick.
+pub(super) fn check_timeout(iface: &str, timeout: Duration) -> Result<(), CaptureError> {
+    if timeout < Duration::from_millis(1) {
+        return Err(CaptureError::Live {
+            iface: iface.to_string(),
+            what: format!("read timeout {timeout:?} is shorter than 1 ms (the loop would spin)"),
+        });
+    }
+    Ok(())
+}
+
+impl LiveSource {
+    /// Opens `iface` for Layer-2 capture. Errors: unknown interface (the message lists the
+    /// available ones), missing CAP_NET_RAW (the message says how to grant it), or any
+    /// other socket error. If promiscuous mode is refused (e.g. os error 92 under
+    /// qemu-user), logs a warning and captures without it.
+    pub fn open(iface: &str, opts: &LiveOptions) -> Result<LiveSource, CaptureError> {
+        check_timeout(iface, opts.read_timeout)?;
+        let ni = &find_interface(iface)?;
         let config = Config {
             read_buffer_size: opts.read_buffer_size.max(64),
             write_buffer_size: opts.write_buffer_size.max(1),
@@ -258,13 +311,7 @@ impl LiveSource {
             }
         };
         let mut src = LiveSource::from_receiver(iface, rx, promiscuous);
-        // Checks that the counters can be read, and starts them from zero.
-        if let Err(e) = packet_statistics(counters.as_fd()) {
-            log::warn!(
-                "interface {iface}: kernel drop counts unavailable (PACKET_STATISTICS: {e})"
-            );
-            src.counters_failed.set(true);
-        }
+        src.kernel.start(iface, counters.as_fd());
         src.counters = Some(counters);
         Ok(src)
     }
@@ -281,19 +328,17 @@ impl LiveSource {
             stats: SourceStats::default(),
             promiscuous,
             counters: None,
-            kernel: Cell::new(KernelCounts::default()),
-            counters_failed: Cell::new(false),
+            kernel: Counters::default(),
         }
     }
 
     /// Reads the kernel's counters now and returns the sums since the socket was opened
     /// (all zero for an injected receiver). One getsockopt call: for ticks, not per frame.
     pub fn kernel_counts(&self) -> io::Result<KernelCounts> {
-        if let Some(sock) = &self.counters {
-            let sum = self.kernel.get().add(packet_statistics(sock.as_fd())?);
-            self.kernel.set(sum);
+        match &self.counters {
+            Some(sock) => self.kernel.read(sock.as_fd()),
+            None => Ok(KernelCounts::default()),
         }
-        Ok(self.kernel.get())
     }
 
     /// Whether the interface is in promiscuous mode (false after a refusal).
@@ -342,16 +387,9 @@ impl FrameSource for LiveSource {
     /// Reads the kernel's counters (one getsockopt: call it on ticks, not per frame). If they
     /// cannot be read, warns once and reports what was summed so far.
     fn stats(&self) -> SourceStats {
-        if !self.counters_failed.get() {
-            if let Err(e) = self.kernel_counts() {
-                log::warn!(
-                    "interface {}: kernel drop counts unavailable from now on (PACKET_STATISTICS: {e})",
-                    self.name
-                );
-                self.counters_failed.set(true);
-            }
-        }
-        let k = self.kernel.get();
+        let k = self
+            .kernel
+            .on_tick(&self.name, self.counters.as_ref().map(|s| s.as_fd()));
         SourceStats {
             kernel_drops: k.drops,
             kernel_packets: k.packets,
@@ -472,7 +510,7 @@ mod tests {
         assert!(second.drops <= second.packets);
         // Reading through the trait neither fails nor stops the counters.
         let _ = src.stats();
-        assert!(!src.counters_failed.get());
+        assert!(!src.kernel.failed());
         let _ = src.next_frame().unwrap();
     }
 
@@ -490,14 +528,8 @@ mod tests {
     #[test]
     fn kernel_counts_add_up() {
         let k = KernelCounts::default()
-            .add(libc::tpacket_stats {
-                tp_packets: 10,
-                tp_drops: 3,
-            })
-            .add(libc::tpacket_stats {
-                tp_packets: u32::MAX,
-                tp_drops: u32::MAX,
-            });
+            .add((10, 3))
+            .add((u32::MAX, u32::MAX));
         assert_eq!(k.packets, 10 + u64::from(u32::MAX));
         assert_eq!(k.drops, 3 + u64::from(u32::MAX));
     }

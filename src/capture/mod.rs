@@ -7,17 +7,23 @@ use crate::decode::{LinkType, Micros};
 
 pub mod live;
 pub mod pcap;
+pub mod ring;
 
 pub use live::{KernelCounts, LiveOptions, LiveSource};
 pub use pcap::{PcapReader, PcapWriter};
+pub use ring::RingSource;
 
 /// Opens a capture file (pcap or pcapng, found by its magic number) as a frame source.
 pub fn open_file(path: &Path) -> Result<Box<dyn FrameSource>, CaptureError> {
     Ok(Box::new(PcapReader::open(path)?))
 }
 
-/// Opens a live interface as a frame source (needs CAP_NET_RAW).
+/// Opens a live interface as a frame source (needs CAP_NET_RAW): through a memory-mapped
+/// ring when `opts.ring_mb` > 0, else through pnet.
 pub fn open_live(iface: &str, opts: &LiveOptions) -> Result<Box<dyn FrameSource>, CaptureError> {
+    if opts.ring_mb > 0 {
+        return Ok(Box::new(RingSource::open(iface, opts)?));
+    }
     Ok(Box::new(LiveSource::open(iface, opts)?))
 }
 
