@@ -5,10 +5,11 @@
 # (PACKET_STATISTICS), achieved frames/s, PhantomNet's CPU time while the capture was sent
 # and its peak RSS. Traffic stays inside the two namespaces, which are removed on exit.
 #
-# usage: scripts/live-bench.sh [--pps N | --mbps N] [--limit N] [--keep-going] [BENCH.pcap]
+# usage: scripts/live-bench.sh [--pps N | --mbps N] [--limit N] [--ring MB] [BENCH.pcap]
 #   (no rate: tcpreplay --topspeed; default capture /tmp/bench.pcap)
 #   --pps N / --mbps N   rate-limited run, to find the highest rate without drops
 #   --limit N            send only the first N frames
+#   --ring MB            capture through the TPACKET_V3 ring (capture.ring, ring_mb = MB)
 # env:   PHANTOMNET (binary; default target/release/phantomnet, built if missing),
 #        CONFIG (default config/phantomnet.toml), MTU (veth MTU, default 9000: larger frames
 #        are dropped by the veth and counted by tcpreplay as failed)
@@ -18,13 +19,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 rate=(--topspeed)
 rate_name=topspeed
 limit=()
+ring_mb=
 bench=/tmp/bench.pcap
 while [ $# -gt 0 ]; do
   case $1 in
     --pps) rate=("--pps=$2"); rate_name="$2 pps"; shift 2 ;;
     --mbps) rate=("--mbps=$2"); rate_name="$2 Mbps"; shift 2 ;;
     --limit) limit=("--limit=$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --ring) ring_mb=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) bench=$1; shift ;;
   esac
@@ -65,6 +68,13 @@ for pair in "$ns_w $if_w" "$ns_s $if_s"; do
   ip -n "$1" link set lo up
 done
 
+if [ -n "$ring_mb" ]; then
+  # The same config with the ring on; its relative paths made absolute, as it moves.
+  dir=$(cd "$(dirname "$cfg")" && pwd)
+  sed -e "s|^ring = .*|ring = true|" -e "s|^ring_mb = .*|ring_mb = $ring_mb|" \
+      -e "s|\"\.\./|\"$dir/../|g" "$cfg" >"$work/ring.toml"
+  cfg=$work/ring.toml
+fi
 port=8080
 ip netns exec "$ns_w" "$pn" --log warn run -i "$if_w" -c "$cfg" --db "$work/pn.db" \
   --serve "127.0.0.1:$port" 2>"$work/pn.log" &
@@ -102,9 +112,9 @@ wait "$pn_pid" || { echo "phantomnet exited with an error:" >&2; tail -5 "$work/
 pn_pid=
 
 python3 - "$work/replay.log" "$work/status.json" "$f0" "$c0" "$c1" "$hz" "$hwm_kb" \
-  "$rate_name" "$bench" "$mtu" "$w0" "$w1" <<'PY'
+  "$rate_name" "$bench" "$mtu" "$w0" "$w1" "${ring_mb:-0}" <<'PY'
 import json, re, sys
-log, st_path, f0, c0, c1, hz, hwm, rate, bench, mtu, w0, w1 = sys.argv[1:]
+log, st_path, f0, c0, c1, hz, hwm, rate, bench, mtu, w0, w1, ring = sys.argv[1:]
 text = open(log).read()
 def num(pat, default=0.0):
     m = re.search(pat, text)
@@ -124,7 +134,8 @@ system = (int(s1) - int(s0)) / int(hz)
 cpu = user + system
 wait = (int(w1) - int(w0)) / 1e9
 load = open("/proc/loadavg").read().split()[:3]
-print(f"capture {bench}, rate {rate}, veth MTU {mtu}; load {' '.join(load)}")
+how = f"TPACKET_V3 ring of {ring} MiB" if ring != "0" else "pnet (poll + recvfrom per frame)"
+print(f"capture {bench}, rate {rate}, veth MTU {mtu}, {how}; load {' '.join(load)}")
 print(f"tcpreplay:  {sent} frames sent in {secs:.2f} s ({pps:,.0f} pps, {mbps:,.1f} Mbps); "
       f"successful {ok}, failed {failed}")
 lost = 100.0 * drops / (frames + drops) if frames + drops else 0.0
