@@ -751,7 +751,10 @@ mod tests {
             let e = Config::parse(&format!("[capture]\nring_mb = {bad}\n"), "c")
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("capture.ring_mb") && e.contains("1 ..= 1024"), "{e}");
+            assert!(
+                e.contains("capture.ring_mb") && e.contains("1 ..= 1024"),
+                "{e}"
+            );
         }
     }
 

@@ -8,7 +8,8 @@
 //! (docs/DECISIONS.md).
 //!
 //! Limits that come from pnet_datalink:
-//! - one poll and one recvfrom per frame (no memory-mapped ring);
+//! - one poll and one recvfrom per frame, and a receive queue of rmem_default (a few hundred
+//!   frames): `capture.ring` swaps in the TPACKET_V3 ring of `super::ring` instead;
 //! - frames longer than the read buffer are cut to it without notice (no MSG_TRUNC), so
 //!   `wire_len` is the captured length; the default buffer holds a 64 KiB GSO frame;
 //! - no PACKET_AUXDATA either: where the NIC strips 802.1Q tags (VLAN offload), frames

@@ -1,4 +1,5 @@
-//! Frame sources: capture files (pcap, pcapng) and live interfaces (pnet_datalink), behind
+//! Frame sources: capture files (pcap, pcapng) and live interfaces (pnet_datalink, or a
+//! TPACKET_V3 memory-mapped ring), behind
 //! one pull interface so the engine loop does not care where frames come from.
 
 use std::path::Path;
