@@ -412,3 +412,51 @@ fn kernel_drops(tag: &str, port_base: u16, burst: u64, overrides: &[(&str, &str)
         "phantomnet exited after the flood"
     );
 }
+
+#[test]
+fn live_capture_ends_with_an_error_when_the_interface_goes_away() {
+    interface_goes_away("g", 23_000, &[]);
+}
+
+#[test]
+fn live_ring_capture_ends_with_an_error_when_the_interface_goes_away() {
+    interface_goes_away("h", 24_000, &ring_config("1"));
+}
+
+/// A deleted interface must end the run (the service manager restarts it), not leave the
+/// loop spinning on a socket that only reports an error.
+fn interface_goes_away(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
+    if !root_with_netns() {
+        eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
+        return;
+    }
+    let dir = TempDir::new(&format!("live-gone-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 60, overrides);
+    sh_ok(&["ip", "-n", &net.watch, "link", "del", &net.watch_if]);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = run.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still running 10 s after its interface was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    run.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "exit status {status}: {err}");
+    assert!(
+        err.contains(&format!("interface {}: receive failed", net.watch_if)),
+        "{err}"
+    );
+}

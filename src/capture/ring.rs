@@ -130,8 +130,9 @@ mod sys {
         }
     }
 
-    /// Waits up to `timeout_ms` for the socket to become readable.
-    pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<()> {
+    /// Waits up to `timeout_ms` for the socket to become readable; true if it reports an
+    /// error or hang-up (e.g. the interface went away).
+    pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
         let mut p = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -142,7 +143,7 @@ mod sys {
         if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
-            Ok(())
+            Ok(p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0)
         }
     }
 
@@ -444,7 +445,19 @@ impl FrameSource for RingSource {
                 return Ok(Next::Idle(now_micros()));
             }
             match sys::poll_in(self.sock.as_fd(), self.timeout_ms) {
-                Ok(()) => polled = true,
+                Ok(false) => polled = true,
+                // As a failed recvfrom ends pnet's capture: the service manager restarts us.
+                Ok(true) => {
+                    let what = match self.sock.take_error() {
+                        Ok(Some(e)) => format!("receive failed: {e}"),
+                        Ok(None) => "receive failed: the socket hung up".to_string(),
+                        Err(e) => format!("receive failed: {e}"),
+                    };
+                    return Err(CaptureError::Live {
+                        iface: self.name.clone(),
+                        what,
+                    });
+                }
                 // A signal (SIGINT/SIGHUP): let the loop tick.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     return Ok(Next::Idle(now_micros()))
