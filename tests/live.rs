@@ -262,6 +262,15 @@ fn ping_and_tcp_connect(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The source's last log line: its totals, kernel counts included.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut run.child.stderr.take().unwrap(), &mut log).unwrap();
+    let last = format!("interface {}: ", net.watch_if);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&last) && l.contains("frames captured; the kernel offered")),
+        "{log}"
+    );
     let db = dir.0.join("live.db");
     let peer = &net.peer_ip;
     let tcp = count(
@@ -447,13 +456,7 @@ fn interface_goes_away(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut err = String::new();
-    use std::io::Read;
-    run.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    std::io::Read::read_to_string(&mut run.child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "exit status {status}: {err}");
     assert!(
         err.contains(&format!("interface {}: receive failed", net.watch_if)),

@@ -112,6 +112,25 @@ impl Counters {
         self.sum.get()
     }
 
+    /// When a source closes: one log line with its totals (the run's last word on drops).
+    pub(super) fn log_totals(&self, iface: &str, frames: u64, fd: Option<BorrowedFd<'_>>) {
+        let k = self.on_tick(iface, fd);
+        if self.failed.get() {
+            log::info!("interface {iface}: {frames} frames captured; kernel drops unknown");
+            return;
+        }
+        let share = if k.packets > 0 {
+            100.0 * k.drops as f64 / k.packets as f64
+        } else {
+            0.0
+        };
+        log::info!(
+            "interface {iface}: {frames} frames captured; the kernel offered {} and dropped {} ({share:.2}%)",
+            k.packets,
+            k.drops
+        );
+    }
+
     #[cfg(test)]
     pub(super) fn failed(&self) -> bool {
         self.failed.get()
@@ -345,6 +364,15 @@ impl LiveSource {
     /// Whether the interface is in promiscuous mode (false after a refusal).
     pub fn promiscuous(&self) -> bool {
         self.promiscuous
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        if let Some(sock) = &self.counters {
+            self.kernel
+                .log_totals(&self.name, self.stats.frames, Some(sock.as_fd()));
+        }
     }
 }
 

@@ -422,6 +422,13 @@ impl RingSource {
     }
 }
 
+impl Drop for RingSource {
+    fn drop(&mut self) {
+        self.kernel
+            .log_totals(&self.name, self.stats.frames, Some(self.sock.as_fd()));
+    }
+}
+
 impl FrameSource for RingSource {
     fn next_frame(&mut self) -> Result<Next<'_>, CaptureError> {
         let mut polled = false;
