@@ -4,8 +4,8 @@
 //!
 //! We open the AF_PACKET socket ourselves and hand pnet its descriptor, keeping a duplicate
 //! to read the kernel's counters (PACKET_STATISTICS) whenever the loop asks for `stats()`,
-//! which it does on ticks, not per frame. That read is the crate's one `unsafe` call
-//! (docs/DECISIONS.md).
+//! which it does on ticks, not per frame. That read (`packet_statistics`, shared with the
+//! ring) is one of the crate's two `unsafe` exceptions (docs/DECISIONS.md).
 //!
 //! Limits that come from pnet_datalink:
 //! - one poll and one recvfrom per frame, and a receive queue of rmem_default (a few hundred
@@ -69,6 +69,16 @@ pub struct LiveSource {
     /// injected receiver).
     counters: Option<Socket>,
     kernel: Counters,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("name", &self.name)
+            .field("stats", &self.stats)
+            .field("promiscuous", &self.promiscuous)
+            .finish()
+    }
 }
 
 /// Kernel counters of one socket, summed over reads (the kernel resets them on each read).
