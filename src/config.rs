@@ -30,6 +30,10 @@ pub struct CaptureConfig {
     pub interface: String,
     pub promiscuous: bool,
     pub read_timeout_ms: u64,
+    /// Capture through a TPACKET_V3 memory-mapped ring instead of pnet (src/capture/ring.rs).
+    pub ring: bool,
+    /// The ring's size in MiB (1 ..= 1024).
+    pub ring_mb: usize,
 }
 
 impl Default for CaptureConfig {
@@ -38,6 +42,8 @@ impl Default for CaptureConfig {
             interface: String::new(),
             promiscuous: true,
             read_timeout_ms: 200,
+            ring: false,
+            ring_mb: 16,
         }
     }
 }
@@ -462,6 +468,16 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=crate::capture::ring::MAX_RING_MB).contains(&self.capture.ring_mb) {
+            return Err(self.invalid(
+                "capture.ring_mb",
+                format!(
+                    "{} is out of range (expected 1 ..= {} MiB)",
+                    self.capture.ring_mb,
+                    crate::capture::ring::MAX_RING_MB
+                ),
+            ));
+        }
         if self.http.enabled && self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(self.invalid(
                 "http.bind",
@@ -723,6 +739,23 @@ mod tests {
         let c = Config::parse("", "test").unwrap();
         assert_eq!(c.tables.flows, 16_384);
         assert_eq!(c.http.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn capture_ring_keys_are_read_and_checked() {
+        let c = Config::parse("[capture]\nring = true\nring_mb = 64\n", "c").unwrap();
+        assert!(c.capture.ring);
+        assert_eq!(c.capture.ring_mb, 64);
+        assert!(!Config::parse("", "c").unwrap().capture.ring);
+        for bad in ["0", "1025"] {
+            let e = Config::parse(&format!("[capture]\nring_mb = {bad}\n"), "c")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("capture.ring_mb") && e.contains("1 ..= 1024"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -910,6 +910,11 @@ pub fn run_live(
     let opts = capture::live::LiveOptions {
         promiscuous: cfg.capture.promiscuous,
         read_timeout: Duration::from_millis(cfg.capture.read_timeout_ms),
+        ring_mb: if cfg.capture.ring {
+            cfg.capture.ring_mb
+        } else {
+            0
+        },
         ..capture::live::LiveOptions::default()
     };
     let mut src = capture::open_live(iface, &opts)?;

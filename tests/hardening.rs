@@ -474,7 +474,7 @@ fn config_bad_values_name_the_key_and_what_was_expected() {
         (
             "tables.flows",
             "\"many\"",
-            "line 17: key `tables.flows`",
+            "line 22: key `tables.flows`",
             "invalid type",
         ),
         (

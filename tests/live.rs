@@ -1,6 +1,7 @@
 //! Live end to end (root only): two network namespaces joined by a veth pair,
-//! `phantomnet run` watching one end, ping, TCP connects, a real nmap scan and a burst of
-//! connection attempts from the other. Traffic never leaves the namespaces.
+//! `phantomnet run` watching one end, ping, TCP connects, a real nmap scan, a burst of
+//! connection attempts and a datagram flood (for kernel drop counts) from the other.
+//! Traffic never leaves the namespaces.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -142,7 +143,22 @@ impl Drop for Running {
 }
 
 fn start(net: &Netns, dir: &Path, port: u16, secs: u64) -> Running {
-    let cfg = write_config(dir, "live.toml", &[]);
+    start_with(net, dir, port, secs, &[])
+}
+
+/// The TPACKET_V3 ring instead of pnet, `mb` MiB.
+fn ring_config(mb: &str) -> [(&'static str, &str); 2] {
+    [("capture.ring", "true"), ("capture.ring_mb", mb)]
+}
+
+fn start_with(
+    net: &Netns,
+    dir: &Path,
+    port: u16,
+    secs: u64,
+    overrides: &[(&str, &str)],
+) -> Running {
+    let cfg = write_config(dir, "live.toml", overrides);
     let exe = env!("CARGO_BIN_EXE_phantomnet");
     let child = Command::new("ip")
         .args([
@@ -186,14 +202,23 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn live_ping_and_tcp_connect_show_up_in_sqlite_and_status() {
+    ping_and_tcp_connect("b", 18_000, &[]);
+}
+
+#[test]
+fn live_ring_ping_and_tcp_connect_show_up_in_sqlite_and_status() {
+    ping_and_tcp_connect("r", 21_000, &ring_config("2"));
+}
+
+fn ping_and_tcp_connect(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
     if !root_with_netns() {
         eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
         return;
     }
-    let dir = TempDir::new("live-basic");
-    let net = Netns::new("b");
-    let port = 18_000 + (std::process::id() % 1000) as u16;
-    let mut run = start(&net, &dir.0, port, 30);
+    let dir = TempDir::new(&format!("live-basic-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 30, overrides);
     if have("ping") {
         let out = net.exec(
             &net.peer,
@@ -237,6 +262,15 @@ fn live_ping_and_tcp_connect_show_up_in_sqlite_and_status() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The source's last log line: its totals, kernel counts included.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut run.child.stderr.take().unwrap(), &mut log).unwrap();
+    let last = format!("interface {}: ", net.watch_if);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&last) && l.contains("frames captured; the kernel offered")),
+        "{log}"
+    );
     let db = dir.0.join("live.db");
     let peer = &net.peer_ip;
     let tcp = count(
@@ -314,5 +348,118 @@ fn live_nmap_scan_yields_a_verdict_naming_the_scanner() {
     assert!(
         page.contains(&scanner),
         "status page does not mention {scanner}: {page}"
+    );
+}
+
+#[test]
+fn live_kernel_drops_are_read_while_the_loop_was_stopped() {
+    // The socket's receive queue (rmem_default) holds a few hundred small frames.
+    kernel_drops("d", 20_000, 5_000, &[]);
+}
+
+#[test]
+fn live_ring_kernel_drops_are_read_while_the_loop_was_stopped() {
+    // 1 MiB of ring holds some 7,000 small frames.
+    kernel_drops("k", 22_000, 20_000, &ring_config("1"));
+}
+
+fn kernel_drops(tag: &str, port_base: u16, burst: u64, overrides: &[(&str, &str)]) {
+    if !root_with_netns() {
+        eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
+        return;
+    }
+    let dir = TempDir::new(&format!("live-drops-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 60, overrides);
+    let status = |net: &Netns| {
+        net.http(port, "/api/status")
+            .map(|b| json_body(&b))
+            .unwrap_or_default()
+    };
+    let before = status(&net);
+    assert_eq!(
+        before["kernel_drops"], 0,
+        "drops before the flood: {before}"
+    );
+    // Freeze the loop so the socket's buffer overflows, then flood it with single-byte
+    // datagrams over one socket (bash only).
+    let pid = run.child.id().to_string();
+    sh_ok(&["kill", "-STOP", &pid]);
+    let out = net.exec(
+        &net.peer,
+        &format!(
+            "exec 3>/dev/udp/{}/9; ok=0; for i in $(seq {burst}); do printf x >&3 2>/dev/null && ok=$((ok+1)); done; echo $ok",
+            net.watch_ip
+        ),
+    );
+    sh_ok(&["kill", "-CONT", &pid]);
+    // A refused datagram (ICMP port unreachable) fails the next write: count what went out.
+    let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(sent > burst / 2, "only {sent} datagrams sent");
+    // Every datagram is either processed or counted as dropped by the kernel (the counts
+    // are read on the loop's ticks, so wait for both to catch up).
+    let mut st = serde_json::Value::Null;
+    let (mut frames, mut drops) = (0, 0);
+    wait_for(
+        "kernel drops and frames in /api/status",
+        Duration::from_secs(10),
+        || {
+            st = status(&net);
+            frames = st["frames"].as_u64().unwrap_or(0);
+            drops = st["kernel_drops"].as_u64().unwrap_or(0);
+            drops > 0 && frames + drops >= sent
+        },
+    );
+    assert!(
+        drops < sent,
+        "sent {sent}, frames {frames}, drops {drops}: {st}"
+    );
+    eprintln!("sent {sent}: {frames} frames processed, {drops} dropped by the kernel");
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "phantomnet exited after the flood"
+    );
+}
+
+#[test]
+fn live_capture_ends_with_an_error_when_the_interface_goes_away() {
+    interface_goes_away("g", 23_000, &[]);
+}
+
+#[test]
+fn live_ring_capture_ends_with_an_error_when_the_interface_goes_away() {
+    interface_goes_away("h", 24_000, &ring_config("1"));
+}
+
+/// A deleted interface must end the run (the service manager restarts it), not leave the
+/// loop spinning on a socket that only reports an error.
+fn interface_goes_away(tag: &str, port_base: u16, overrides: &[(&str, &str)]) {
+    if !root_with_netns() {
+        eprintln!("skipped: the live test needs root and iproute2 (network namespaces)");
+        return;
+    }
+    let dir = TempDir::new(&format!("live-gone-{tag}"));
+    let net = Netns::new(tag);
+    let port = port_base + (std::process::id() % 1000) as u16;
+    let mut run = start_with(&net, &dir.0, port, 60, overrides);
+    sh_ok(&["ip", "-n", &net.watch, "link", "del", &net.watch_if]);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = run.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still running 10 s after its interface was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "exit status {status}: {err}");
+    assert!(
+        err.contains(&format!("interface {}: receive failed", net.watch_if)),
+        "{err}"
     );
 }

@@ -1,4 +1,5 @@
-//! Frame sources: capture files (pcap, pcapng) and live interfaces (pnet_datalink), behind
+//! Frame sources: capture files (pcap, pcapng) and live interfaces (pnet_datalink, or a
+//! TPACKET_V3 memory-mapped ring), behind
 //! one pull interface so the engine loop does not care where frames come from.
 
 use std::path::Path;
@@ -7,17 +8,23 @@ use crate::decode::{LinkType, Micros};
 
 pub mod live;
 pub mod pcap;
+pub mod ring;
 
-pub use live::{LiveOptions, LiveSource};
+pub use live::{KernelCounts, LiveOptions, LiveSource};
 pub use pcap::{PcapReader, PcapWriter};
+pub use ring::RingSource;
 
 /// Opens a capture file (pcap or pcapng, found by its magic number) as a frame source.
 pub fn open_file(path: &Path) -> Result<Box<dyn FrameSource>, CaptureError> {
     Ok(Box::new(PcapReader::open(path)?))
 }
 
-/// Opens a live interface as a frame source (needs CAP_NET_RAW).
+/// Opens a live interface as a frame source (needs CAP_NET_RAW): through a memory-mapped
+/// ring when `opts.ring_mb` > 0, else through pnet.
 pub fn open_live(iface: &str, opts: &LiveOptions) -> Result<Box<dyn FrameSource>, CaptureError> {
+    if opts.ring_mb > 0 {
+        return Ok(Box::new(RingSource::open(iface, opts)?));
+    }
     Ok(Box::new(LiveSource::open(iface, opts)?))
 }
 
@@ -50,6 +57,9 @@ pub struct SourceStats {
     pub frames: u64,
     /// Frames the kernel dropped (live, where known).
     pub kernel_drops: u64,
+    /// Frames the kernel offered the capture socket, dropped ones included (live, where
+    /// known); `kernel_packets - kernel_drops` were queued for us.
+    pub kernel_packets: u64,
 }
 
 /// A pull-based source of frames.
