@@ -2,7 +2,9 @@
 # Proof the ARM release binaries run: under qemu-user each one runs `check` and replays the
 # demo capture, and its SQLite counts (verdicts by level, alerts by sid, flows) must equal
 # those of the reference binary (the x86_64 one). With --rss, also the peak RSS of `run` with
-# the default config on a veth pair in a network namespace, traffic pinged across it.
+# the default config on a veth pair in a network namespace (pings and TCP connection attempts
+# across it, the status page fetched every second), and how the resident pages split between
+# the emulator and PhantomNet (packaging/qemu-mem.py; aarch64 only: 64-bit guest on 64-bit host).
 #   packaging/qemu-check.sh [--rss SECONDS] REFERENCE_BINARY ARM_BINARY...
 # An ARM binary's name picks the emulator: *-aarch64 → qemu-aarch64-static; *-armv7 →
 # qemu-arm-static -cpu cortex-a7; *-armv6 → qemu-arm-static -cpu arm1176.
@@ -64,6 +66,7 @@ done
 if [ "$rss_secs" -gt 0 ]; then
   bin=$1
   emu=$(emulator "$bin")
+  port=${PHANTOMNET_RSS_PORT:-18617}
   ip netns add pn-qemu-rss
   ip link add pnq0 type veth peer name pnq1
   ip link set pnq1 netns pn-qemu-rss
@@ -73,15 +76,36 @@ if [ "$rss_secs" -gt 0 ]; then
   # The emulator alone, to tell its share from PhantomNet's.
   # shellcheck disable=SC2086
   /usr/bin/time -f %M -o "$work/base.rss" $emu "$bin" --help >/dev/null
+  # -strace logs the guest's own mmaps: packaging/qemu-mem.py uses them to split the resident
+  # pages into the emulator's and PhantomNet's (the peak RSS is the same with or without it).
   # shellcheck disable=SC2086
-  /usr/bin/time -f %M -o "$work/run.rss" $emu "$bin" --log warn run -c "$cfg" -i pnq0 \
-    --db "$work/run.db" --serve 127.0.0.1:0 --duration "$rss_secs" &
-  pid=$!
-  sleep 1
-  ip netns exec pn-qemu-rss ping -q -i 0.01 -w $((rss_secs - 2)) 10.213.0.1 >/dev/null || true
-  wait "$pid"
-  echo "run on a veth for ${rss_secs} s under $emu with $cfg: peak RSS $(cat "$work/run.rss") KiB" \
-       "(the emulator running --help: $(cat "$work/base.rss") KiB)"
+  /usr/bin/time -f %M -o "$work/run.rss" $emu -strace -D "$work/strace.log" "$bin" --log warn \
+    run -c "$cfg" -i pnq0 --db "$work/run.db" --serve "127.0.0.1:$port" &
+  tpid=$!
+  sleep 2
+  qpid=$(pgrep -P "$tpid" | head -n1)
+  # Traffic across the veth: pings, and TCP connections to a port nobody listens on (SYN, RST).
+  ip netns exec pn-qemu-rss ping -q -i 0.01 -w "$rss_secs" 10.213.0.1 >/dev/null &
+  ping_pid=$!
+  end=$(( $(date +%s) + rss_secs ))
+  fetches=0
+  while [ "$(date +%s)" -lt "$end" ]; do
+    ip netns exec pn-qemu-rss bash -c 'for p in 1 2 3 4 5; do : 2>/dev/null </dev/tcp/10.213.0.1/$((9000 + p)); done' 2>/dev/null || true
+    for page in / /api/status /metrics; do
+      curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port$page" && fetches=$((fetches + 1))
+    done
+    sleep 1
+  done
+  wait "$ping_pid" || true
+  split=""
+  if [ -n "$qpid" ] && [ "${emu%% *}" = qemu-aarch64-static ] && [ -r "/proc/$qpid/pagemap" ]; then
+    split=$(packaging/qemu-mem.py "$qpid" "$work/strace.log" "$(basename "$bin")" 2>&1 || true)
+  fi
+  kill -TERM "$qpid" 2>/dev/null || true
+  wait "$tpid" || true
+  echo "run on a veth for ${rss_secs} s under $emu with $cfg ($fetches status page fetches):" \
+       "peak RSS $(cat "$work/run.rss") KiB (the emulator running --help: $(cat "$work/base.rss") KiB)"
+  [ -n "$split" ] && printf 'resident pages at the end, by owner (packaging/qemu-mem.py):\n%s\n' "$split"
   echo "stored: $(counts "$work/run.db" | tr '\n' ' ')"
 fi
 exit $fail

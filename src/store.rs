@@ -413,6 +413,15 @@ impl Store {
         // Truncate the WAL back to 4 MiB after checkpoints: flash space is scarce.
         conn.pragma_update(None, "journal_size_limit", 4_i64 << 20)
             .map_err(open_err)?;
+        // RAM is scarce too (16 MB budget on a router): a page cache of at most CACHE_KIB
+        // (SQLite's default is 2000 KiB, reached as the file outgrows it) and no memory-mapped
+        // reads (their pages count against the process on small boxes). The writer only touches
+        // the right edge of each table and index and retention the left: a few dozen pages.
+        const CACHE_KIB: i64 = 512;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "mmap_size", 0_i64)
+            .map_err(open_err)?;
         if let Some(limit) = opts.hard_limit_bytes {
             let page_size: i64 = conn
                 .pragma_query_value(None, "page_size", |r| r.get(0))
@@ -1547,5 +1556,34 @@ mod tests {
         for ip in cases {
             assert_eq!(t.set(ip), ip.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Per-connection memory pragmas are set on every open, fresh file or existing one
+    /// (they are not stored in the file).
+    #[test]
+    fn open_bounds_the_page_cache_and_maps_nothing() {
+        let dir = std::env::temp_dir().join(format!("pn-store-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        for _fresh_then_existing in 0..2 {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            let q = |p: &str| -> i64 {
+                store
+                    .conn
+                    .pragma_query_value(None, p, |r| r.get(0))
+                    .unwrap()
+            };
+            assert_eq!(q("cache_size"), -512, "cache_size in KiB (negative)");
+            assert_eq!(q("mmap_size"), 0);
+            assert_eq!(q("journal_size_limit"), 4 << 20);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
