@@ -126,6 +126,9 @@ pub struct Tracker {
     map: HashMap<TKey, u32, KeyHash>,
     slots: Vec<Slot>,
     uniq: Vec<[u16; UNIQ_CAP]>,
+    /// Entries at most; `slots` (and `uniq`) fill up to it as keys arrive, so unused
+    /// capacity is reserved address space, not resident memory (0.7 MB at start-up before).
+    cap: usize,
     next: usize,
     /// Entries evicted because the table was full.
     pub evicted: u64,
@@ -138,12 +141,9 @@ impl Tracker {
         Tracker {
             // Twice the entries, so the map rehashes in place instead of growing.
             map: HashMap::with_capacity_and_hasher(cap * 2 + 1, KeyHash(random_seed())),
-            slots: vec![Slot::default(); cap],
-            uniq: if unique {
-                vec![[0; UNIQ_CAP]; cap]
-            } else {
-                Vec::new()
-            },
+            slots: Vec::with_capacity(cap),
+            uniq: Vec::with_capacity(if unique { cap } else { 0 }),
+            cap,
             next: 0,
             evicted: 0,
         }
@@ -155,8 +155,19 @@ impl Tracker {
         let (idx, created) = match self.map.get(&key) {
             Some(&i) => (i as usize, false),
             None => {
-                let i = self.next;
-                self.next = (self.next + 1) % self.slots.len();
+                let i = if self.slots.len() < self.cap {
+                    // Filling up: the next never-used entry (within the reserved capacity).
+                    self.slots.push(Slot::default());
+                    if self.uniq.len() < self.uniq.capacity() {
+                        self.uniq.push([0; UNIQ_CAP]);
+                    }
+                    self.slots.len() - 1
+                } else {
+                    // Full: round-robin over the entries, oldest created first.
+                    let i = self.next;
+                    self.next = (self.next + 1) % self.cap;
+                    i
+                };
                 let old = self.slots[i];
                 if old.used {
                     self.map.remove(&old.key);
