@@ -632,9 +632,16 @@ impl Engine {
             let x = f64::from(b.pkts_out) + f64::from(b.pkts_in);
             let usual = host.baseline.mean;
             let z = host.baseline.observe(sec, x);
-            let fv = features::compute(&totals, z);
             let ip = addr_from16(addr);
             let judged = totals.packets() >= u64::from(self.opts.verdict.min_window_packets);
+            // Features only for windows the model judges (or learning samples): most windows
+            // under a spoofed flood hold one packet, and fifteen logarithms each cost more
+            // than the rest of the window.
+            let fv = if judged {
+                features::compute(&totals, z)
+            } else {
+                Default::default()
+            };
             if self.opts.collect_samples
                 && judged
                 && !push_bounded(

@@ -45,8 +45,8 @@ pub struct LruTable<K: TableKey, V> {
     tail: [u32; MAX_CLASSES],
     free: u32,
     /// Linear-probing index: 0 = empty, else slot + 1 in the low half and the key hash's
-    /// high half above it, so a probe rejects other keys without touching their slots
-    /// (zeroed memory stays untouched).
+    /// low half above it, so a probe rejects other keys and a deletion finds each entry's
+    /// home position without touching their slots (zeroed memory stays untouched).
     index: Vec<u64>,
     mask: usize,
     len: usize,
@@ -69,7 +69,7 @@ pub type Slot = u32;
 
 #[inline]
 fn index_entry(slot: Slot, hash: u64) -> u64 {
-    (hash & 0xffff_ffff_0000_0000) | u64::from(slot + 1)
+    (hash << 32) | u64::from(slot + 1)
 }
 
 impl<K: TableKey, V: Default> LruTable<K, V> {
@@ -189,7 +189,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     fn find_hashed(&self, key: &K, h: u64) -> Option<(usize, Slot)> {
         let mut i = self.ideal(h);
-        let tag = h & 0xffff_ffff_0000_0000;
+        let tag = h << 32;
         loop {
             let e = self.index[i];
             if e == 0 {
@@ -309,8 +309,9 @@ impl<K: TableKey, V> LruTable<K, V> {
             if e == 0 {
                 break;
             }
-            let s = (e as u32).wrapping_sub(1);
-            let k = self.ideal(self.meta[s as usize].hash);
+            // The entry's home position from the hash bits it carries (the index is at most
+            // 2^31 long, so they are enough): no slot is read while shifting.
+            let k = self.ideal(e >> 32);
             // Move s back to i if its ideal position k is not cyclically in (i, j].
             let in_range = if i <= j {
                 i < k && k <= j
