@@ -44,11 +44,7 @@ pub struct LruTable<K: TableKey, V> {
     head: [u32; MAX_CLASSES],
     tail: [u32; MAX_CLASSES],
     free: u32,
-    /// Linear-probing index: 0 = empty, else slot + 1 in the low half and the key hash's
-    /// low half above it, so a probe rejects other keys and a deletion finds each entry's
-    /// home position without touching their slots (zeroed memory stays untouched).
-    index: Vec<u64>,
-    mask: usize,
+    index: ProbeIndex,
     len: usize,
     cap: usize,
     seed: u64,
@@ -67,9 +63,94 @@ struct Meta<K> {
 /// Slot id of an entry; stable while the entry lives.
 pub type Slot = u32;
 
+/// Linear-probing index from key hashes to slots, twice the capacity: 0 = empty, else
+/// slot + 1 in the low half and the key hash's low half above it, so a probe rejects other
+/// keys and a deletion finds each entry's home position without touching their slots.
+/// Backward-shift deletion, no tombstones. Allocated zeroed once: untouched parts stay
+/// address space, not resident memory. Shared by `LruTable` and the rules' threshold
+/// tracker, which keep their entries in their own slot arrays.
+#[derive(Debug)]
+pub struct ProbeIndex {
+    index: Vec<u64>,
+    mask: usize,
+}
+
 #[inline]
 fn index_entry(slot: Slot, hash: u64) -> u64 {
     (hash << 32) | u64::from(slot + 1)
+}
+
+impl ProbeIndex {
+    /// An index for up to `capacity` slots (at most `u32::MAX / 4`).
+    pub fn new(capacity: usize) -> ProbeIndex {
+        let len = (capacity.clamp(1, (u32::MAX / 4) as usize) * 2).next_power_of_two();
+        ProbeIndex {
+            index: vec![0; len],
+            mask: len - 1,
+        }
+    }
+
+    #[inline]
+    fn ideal(&self, hash: u64) -> usize {
+        (hash as usize) & self.mask
+    }
+
+    /// The position and slot of the first entry with hash `h` for which `is` holds.
+    #[inline]
+    pub fn find(&self, h: u64, mut is: impl FnMut(Slot) -> bool) -> Option<(usize, Slot)> {
+        let mut i = self.ideal(h);
+        let tag = h << 32;
+        loop {
+            let e = self.index[i];
+            if e == 0 {
+                return None;
+            }
+            if e & 0xffff_ffff_0000_0000 == tag {
+                let s = (e as u32).wrapping_sub(1);
+                if is(s) {
+                    return Some((i, s));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Adds `slot` under hash `h` (the caller keeps at most `capacity` entries).
+    #[inline]
+    pub fn insert(&mut self, h: u64, slot: Slot) {
+        let mut i = self.ideal(h);
+        while self.index[i] != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i] = index_entry(slot, h);
+    }
+
+    /// Removes the entry at position `i` (from `find`).
+    pub fn remove_at(&mut self, mut i: usize) {
+        // Backward-shift deletion keeps probe sequences intact without tombstones.
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let e = self.index[j];
+            if e == 0 {
+                break;
+            }
+            // The entry's home position from the hash bits it carries (the index is at most
+            // 2^31 long, so they are enough): no slot is read while shifting.
+            let k = self.ideal(e >> 32);
+            // Move s back to i if its ideal position k is not cyclically in (i, j].
+            let in_range = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !in_range {
+                self.index[i] = e;
+                i = j;
+            }
+        }
+        self.index[i] = 0;
+    }
 }
 
 impl<K: TableKey, V: Default> LruTable<K, V> {
@@ -77,15 +158,13 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
     /// are first used, without allocating.
     pub fn with_capacity(capacity: usize, seed: u64) -> Self {
         let capacity = capacity.clamp(1, (u32::MAX / 4) as usize);
-        let index_len = (capacity * 2).next_power_of_two();
         LruTable {
             meta: Vec::with_capacity(capacity),
             vals: Vec::with_capacity(capacity),
             head: [NIL; MAX_CLASSES],
             tail: [NIL; MAX_CLASSES],
             free: NIL,
-            index: vec![0; index_len],
-            mask: index_len - 1,
+            index: ProbeIndex::new(capacity),
             len: 0,
             cap: capacity,
             seed,
@@ -151,11 +230,7 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         m.last_seen = now;
         init(&mut self.vals[su]);
         self.push_front(s, class.min(MAX_CLASSES as u8 - 1));
-        let mut i = self.ideal(h);
-        while self.index[i] != 0 {
-            i = (i + 1) & self.mask;
-        }
-        self.index[i] = index_entry(s, h);
+        self.index.insert(h, s);
         self.len += 1;
         (s, true)
     }
@@ -174,11 +249,6 @@ impl<K: TableKey, V> LruTable<K, V> {
         self.cap
     }
 
-    #[inline]
-    fn ideal(&self, hash: u64) -> usize {
-        (hash as usize) & self.mask
-    }
-
     /// Finds the slot of `key`.
     #[inline]
     pub fn find(&self, key: &K) -> Option<Slot> {
@@ -188,22 +258,11 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     #[inline]
     fn find_hashed(&self, key: &K, h: u64) -> Option<(usize, Slot)> {
-        let mut i = self.ideal(h);
-        let tag = h << 32;
-        loop {
-            let e = self.index[i];
-            if e == 0 {
-                return None;
-            }
-            if e & 0xffff_ffff_0000_0000 == tag {
-                let s = (e as u32).wrapping_sub(1);
-                let m = &self.meta[s as usize];
-                if m.hash == h && m.key.as_ref() == Some(key) {
-                    return Some((i, s));
-                }
-            }
-            i = (i + 1) & self.mask;
-        }
+        let meta = &self.meta;
+        self.index.find(h, |s| {
+            let m = &meta[s as usize];
+            m.hash == h && m.key.as_ref() == Some(key)
+        })
     }
 
     pub fn key(&self, slot: Slot) -> Option<&K> {
@@ -300,39 +359,13 @@ impl<K: TableKey, V> LruTable<K, V> {
         best.map(|(s, _)| s)
     }
 
-    fn remove_index_at(&mut self, mut i: usize) {
-        // Backward-shift deletion keeps probe sequences intact without tombstones.
-        let mut j = i;
-        loop {
-            j = (j + 1) & self.mask;
-            let e = self.index[j];
-            if e == 0 {
-                break;
-            }
-            // The entry's home position from the hash bits it carries (the index is at most
-            // 2^31 long, so they are enough): no slot is read while shifting.
-            let k = self.ideal(e >> 32);
-            // Move s back to i if its ideal position k is not cyclically in (i, j].
-            let in_range = if i <= j {
-                i < k && k <= j
-            } else {
-                i < k || k <= j
-            };
-            if !in_range {
-                self.index[i] = e;
-                i = j;
-            }
-        }
-        self.index[i] = 0;
-    }
-
     /// Removes an entry, handing its key and value to `f` before the slot is reused.
     pub fn remove_with(&mut self, slot: Slot, f: impl FnOnce(&K, &mut V)) {
         let su = slot as usize;
         let Some(key) = self.meta[su].key else { return };
         let h = self.meta[su].hash;
-        if let Some((i, _)) = self.find_hashed(&key, h) {
-            self.remove_index_at(i);
+        if let Some((i, _)) = self.index.find(h, |s| s == slot) {
+            self.index.remove_at(i);
         }
         f(&key, &mut self.vals[su]);
         self.unlink(slot);

@@ -1,11 +1,10 @@
 //! `threshold` and `detection_filter` state: a fixed-capacity table allocated at load (the
 //! oldest entry is evicted when full), so a flood of sources cannot grow memory.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 use crate::decode::Micros;
-use crate::table::{mix, random_seed};
+use crate::table::{mix, random_seed, ProbeIndex, TableKey};
 
 /// Seeded multiply-fold hashing of tracking keys. SipHash over the 37-byte key cost more
 /// than the rest of `check` on the benchmark capture; the per-process seed still keeps
@@ -111,19 +110,41 @@ pub struct TKey {
     pub proto: u8,
 }
 
+impl TableKey for TKey {
+    /// Three multiply-folds over the 37 key bytes (the `Hash` derive through `KeyHasher`
+    /// took five).
+    #[inline]
+    fn hash_with(&self, seed: u64) -> u64 {
+        let x = mix(
+            (self.a as u64) ^ seed,
+            ((self.a >> 64) as u64) ^ u64::from(self.rule),
+        );
+        let y = mix(
+            (self.b as u64) ^ u64::from(self.ports) ^ (u64::from(self.proto) << 32),
+            (self.b >> 64) as u64,
+        );
+        mix(x, y)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     key: TKey,
-    used: bool,
+    /// `key`'s hash, so an evicted entry leaves the index without hashing it again.
+    hash: u64,
     start: Micros,
     count: u32,
     nuniq: u8,
+    used: bool,
 }
 
-/// The tracking table.
+/// The tracking table: entries in `slots`, found through an open-addressing index (twice
+/// the capacity, allocated zeroed at start-up), so a match costs one hash, one probe and no
+/// allocation.
 #[derive(Debug)]
 pub struct Tracker {
-    map: HashMap<TKey, u32, KeyHash>,
+    index: ProbeIndex,
+    seed: u64,
     slots: Vec<Slot>,
     uniq: Vec<[u16; UNIQ_CAP]>,
     /// Entries at most; `slots` (and `uniq`) fill up to it as keys arrive, so unused
@@ -139,8 +160,8 @@ impl Tracker {
     pub fn new(cap: usize, unique: bool) -> Tracker {
         let cap = cap.max(1);
         Tracker {
-            // Twice the entries, so the map rehashes in place instead of growing.
-            map: HashMap::with_capacity_and_hasher(cap * 2 + 1, KeyHash(random_seed())),
+            index: ProbeIndex::new(cap),
+            seed: random_seed(),
             slots: Vec::with_capacity(cap),
             uniq: Vec::with_capacity(if unique { cap } else { 0 }),
             cap,
@@ -152,8 +173,10 @@ impl Tracker {
     /// Records one match and says whether it alerts.
     pub fn check(&mut self, spec: &ThreshSpec, key: TKey, ts: Micros, port: u16) -> bool {
         let window = i64::from(spec.seconds) * 1_000_000;
-        let (idx, created) = match self.map.get(&key) {
-            Some(&i) => (i as usize, false),
+        let h = key.hash_with(self.seed);
+        let slots = &self.slots;
+        let (idx, created) = match self.index.find(h, |s| slots[s as usize].key == key) {
+            Some((_, i)) => (i as usize, false),
             None => {
                 let i = if self.slots.len() < self.cap {
                     // Filling up: the next never-used entry (within the reserved capacity).
@@ -168,19 +191,22 @@ impl Tracker {
                     self.next = (self.next + 1) % self.cap;
                     i
                 };
-                let old = self.slots[i];
+                let old = &self.slots[i];
                 if old.used {
-                    self.map.remove(&old.key);
+                    if let Some((at, _)) = self.index.find(old.hash, |s| s as usize == i) {
+                        self.index.remove_at(at);
+                    }
                     self.evicted += 1;
                 }
                 self.slots[i] = Slot {
                     key,
-                    used: true,
+                    hash: h,
                     start: ts,
                     count: 0,
                     nuniq: 0,
+                    used: true,
                 };
-                self.map.insert(key, i as u32);
+                self.index.insert(h, i as u32);
                 (i, true)
             }
         };
@@ -277,6 +303,59 @@ mod tests {
         assert_eq!(t.evicted, 1);
         assert!(!t.check(&s, k(1), 0, 0)); // key 1 starts over
         assert!(t.check(&s, k(1), 1, 0));
+    }
+
+    /// Many keys through a small table: every answer and the eviction count match a plain
+    /// list with the documented semantics (fill, then replace round-robin, oldest created
+    /// first), so the index never loses or invents an entry.
+    #[test]
+    fn index_matches_a_round_robin_list() {
+        let s = spec(ThreshKind::Limit, 3, 5);
+        let cap = 16;
+        let mut t = Tracker::new(cap, false);
+        // (key, window start, count) per slot, in slot order.
+        let mut model: Vec<(TKey, i64, u32)> = Vec::new();
+        let (mut next, mut evicted) = (0, 0u64);
+        let mut x: u64 = 0x9e37_79b9;
+        for step in 0..20_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = TKey {
+                rule: (x % 3) as u32,
+                a: u128::from((x >> 8) % 23),
+                b: u128::from((x >> 16) % 2) << 100,
+                ..TKey::default()
+            };
+            let ts = step * 100_000;
+            let i = match model.iter().position(|e| e.0 == key) {
+                Some(i) => {
+                    if ts - model[i].1 > 5_000_000 {
+                        model[i].1 = ts;
+                        model[i].2 = 0;
+                    }
+                    i
+                }
+                None => {
+                    let i = if model.len() < cap {
+                        model.push((key, ts, 0));
+                        model.len() - 1
+                    } else {
+                        let i = next;
+                        next = (next + 1) % cap;
+                        evicted += 1;
+                        i
+                    };
+                    model[i] = (key, ts, 0);
+                    i
+                }
+            };
+            model[i].2 += 1;
+            let want = model[i].2 <= 3;
+            assert_eq!(t.check(&s, key, ts, 0), want, "step {step}");
+        }
+        assert_eq!(t.evicted, evicted);
+        assert!(evicted > 1000, "the test must evict: {evicted}");
     }
 
     #[test]
