@@ -29,6 +29,34 @@ use crate::features::{FeatureVector, N_FEATURES};
 /// `PRAGMA application_id` of PhantomNet databases ("PhNt"), so we never migrate a stranger's file.
 pub const APPLICATION_ID: i32 = 0x5068_4e74;
 
+/// The columns of the `flows` view (one row per finished flow) over
+/// `flow_chunks AS c, json_each(c.rows) AS j`. A chunk's `rows` is a JSON array of arrays,
+/// one per flow, in the order [`push_flow_json`] writes; its times are integer
+/// microseconds (start after the chunk's `t0`, then the duration), shown as Unix seconds like
+/// every other table's. `json_extract` and
+/// `json_each` are in every SQLite since 3.38 (and in older ones built with JSON1), so the
+/// view reads the same in a user's sqlite3 shell.
+macro_rules! flow_columns_sql {
+    () => {
+        "c.first_id + j.key AS id, \
+         json_extract(j.value, '$[0]') AS flow_id, \
+         (c.t0 + json_extract(j.value, '$[1]')) / 1e6 AS start, \
+         (c.t0 + json_extract(j.value, '$[1]') + json_extract(j.value, '$[2]')) / 1e6 \
+             AS \"end\", \
+         json_extract(j.value, '$[3]') AS src, \
+         json_extract(j.value, '$[4]') AS src_port, \
+         json_extract(j.value, '$[5]') AS dst, \
+         json_extract(j.value, '$[6]') AS dst_port, \
+         json_extract(j.value, '$[7]') AS proto, \
+         json_extract(j.value, '$[8]') AS pkts_to_server, \
+         json_extract(j.value, '$[9]') AS pkts_to_client, \
+         json_extract(j.value, '$[10]') AS bytes_to_server, \
+         json_extract(j.value, '$[11]') AS bytes_to_client, \
+         json_extract(j.value, '$[12]') AS tcp_flags, \
+         json_extract(j.value, '$[13]') AS reason"
+    };
+}
+
 /// Forward migrations: step `i` takes `user_version` `i` to `i + 1`. Append, never edit.
 const MIGRATIONS: &[&str] = &[
     // v1: the DESIGN section 6 core.
@@ -76,18 +104,46 @@ const MIGRATIONS: &[&str] = &[
         f12 REAL NOT NULL, f13 REAL NOT NULL, f14 REAL NOT NULL);
     CREATE INDEX feature_samples_ts ON feature_samples(ts);
     "#,
+    // v3: finished flows are stored in chunks of up to FLOWS_PER_CHUNK flows, each a JSON
+    // array of rows, and read through the view `flows` with the columns the table had. One
+    // B-tree row per flow cost more than everything else PhantomNet does per frame under a
+    // spoofed flood (a row per packet); a chunk costs a copy. Existing rows move over with
+    // their ids.
+    concat!(
+        r#"
+    CREATE TABLE flow_chunks(
+        id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, n INTEGER NOT NULL,
+        t0 INTEGER NOT NULL, "end" REAL NOT NULL, rows TEXT NOT NULL);
+    INSERT INTO flow_chunks(first_id, n, t0, "end", rows)
+        SELECT min(id), count(*), min(us), max("end"),
+            json_group_array(json_array(flow_id, us - t0, end_us - us, src, src_port, dst,
+                dst_port, proto, pkts_to_server, pkts_to_client, bytes_to_server,
+                bytes_to_client, tcp_flags, reason) ORDER BY id)
+        FROM (SELECT *, min(us) OVER (PARTITION BY run, part) AS t0 FROM (
+            SELECT *, CAST(round(start * 1e6) AS INTEGER) AS us,
+                CAST(round("end" * 1e6) AS INTEGER) AS end_us,
+                id - row_number() OVER (ORDER BY id) AS run,
+                (row_number() OVER (ORDER BY id) - 1) / 1024 AS part FROM flows))
+        GROUP BY run, part ORDER BY min(id);
+    DROP TABLE flows;
+    CREATE VIEW flows AS SELECT "#,
+        flow_columns_sql!(),
+        r#" FROM flow_chunks AS c, json_each(c.rows) AS j;
+    "#
+    ),
 ];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Tables retention trims, oldest rows (lowest rowid) first.
-const RETAINED: [&str; 5] = [
-    "alerts",
-    "verdicts",
-    "flows",
-    "feature_samples",
-    "window_counts",
+/// Tables retention trims, oldest rows (lowest rowid) first, with the SQL that counts the
+/// rows a set of them holds (a flow chunk holds `n` flows).
+const RETAINED: [(&str, &str); 5] = [
+    ("alerts", "count(*)"),
+    ("verdicts", "count(*)"),
+    ("flow_chunks", "coalesce(sum(n), 0)"),
+    ("feature_samples", "count(*)"),
+    ("window_counts", "count(*)"),
 ];
 
 const INSERT_ALERT: &str =
@@ -96,71 +152,81 @@ const INSERT_ALERT: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 const INSERT_VERDICT: &str = "INSERT INTO verdicts(ts, host, verdict, level, risk, anomaly_score, \
      confidence, reasons_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const INSERT_FLOW: &str =
-    "INSERT INTO flows(flow_id, start, \"end\", src, src_port, dst, dst_port, \
-     proto, pkts_to_server, pkts_to_client, bytes_to_server, bytes_to_client, tcp_flags, reason) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-/// Columns of one flow row in [`INSERT_FLOW`].
-const FLOW_COLUMNS: usize = 14;
-/// Flow rows per multi-row INSERT (14 × 32 = 448 parameters, far below SQLite's limit).
-const FLOWS_PER_INSERT: usize = 32;
-
-/// `INSERT INTO flows(...) VALUES (...), (...), ...` for `rows` rows.
-fn insert_flows_sql(rows: usize) -> String {
-    let head = INSERT_FLOW
-        .split(" VALUES ")
-        .next()
-        .unwrap_or(INSERT_FLOW)
-        .to_string();
-    // OR IGNORE: every column is bound non-NULL, so nothing is ever ignored, but without a
-    // possible abort SQLite needs no statement journal for a multi-row insert (it copied
-    // every page the statement touched).
-    let mut sql = head.replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
-    sql.push_str(" VALUES ");
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..FLOW_COLUMNS {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('?');
-        }
-        sql.push(')');
-    }
-    sql
-}
+/// One chunk of flows; its flows' ids follow on from the newest chunk's.
+const INSERT_FLOW_CHUNK: &str = "INSERT INTO flow_chunks(first_id, n, t0, \"end\", rows) \
+     VALUES (coalesce((SELECT first_id + n FROM flow_chunks ORDER BY id DESC LIMIT 1), 1), \
+     ?1, ?2, ?3, ?4)";
+/// Flows per chunk: about 90 KiB of JSON, copied once by SQLite into overflow pages.
+pub const FLOWS_PER_CHUNK: usize = 1024;
 
 /// A text value from bytes, for `raw_bind_parameter`.
 fn text(b: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
     rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(b))
 }
 
-/// Binds one flow's columns at parameters `base + 1 ..= base + FLOW_COLUMNS`.
-fn bind_flow(
-    st: &mut rusqlite::CachedStatement<'_>,
-    base: usize,
-    f: &FlowRow,
-    ip: &mut IpText,
-) -> rusqlite::Result<()> {
-    st.raw_bind_parameter(base + 1, f.flow_id as i64)?;
-    st.raw_bind_parameter(base + 2, micros_to_secs(f.start))?;
-    st.raw_bind_parameter(base + 3, micros_to_secs(f.end))?;
-    // Bound as text from bytes: the address text is ASCII by construction, and going
-    // through &str would validate it as UTF-8 for nothing.
-    st.raw_bind_parameter(base + 4, text(ip.set_bytes(f.src)))?;
-    st.raw_bind_parameter(base + 5, f.src_port)?;
-    st.raw_bind_parameter(base + 6, text(ip.set_bytes(f.dst)))?;
-    st.raw_bind_parameter(base + 7, f.dst_port)?;
-    st.raw_bind_parameter(base + 8, proto_name(f.proto))?;
-    st.raw_bind_parameter(base + 9, to_i64(f.pkts_to_server))?;
-    st.raw_bind_parameter(base + 10, to_i64(f.pkts_to_client))?;
-    st.raw_bind_parameter(base + 11, to_i64(f.bytes_to_server))?;
-    st.raw_bind_parameter(base + 12, to_i64(f.bytes_to_client))?;
-    st.raw_bind_parameter(base + 13, f.tcp_flags)?;
-    st.raw_bind_parameter(base + 14, f.reason)
+/// Appends `v` in decimal.
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `"s"`. Only for texts made here (addresses, protocol and reason names), which
+/// hold nothing JSON would have to escape.
+fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    debug_assert!(!s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+}
+
+/// Appends one flow as the JSON array the `flows` view reads ([`flow_columns_sql`]):
+/// flow id, start (µs after `t0`), duration (µs), src, src port, dst, dst port, proto,
+/// packets and bytes each way, TCP flags, reason. By hand: through serde this cost more
+/// than SQLite's copy. Relative times save a third of the bytes written to flash.
+fn push_flow_json(out: &mut Vec<u8>, t0: Micros, f: &FlowRow, ip: &mut IpText) {
+    out.push(b'[');
+    push_int(out, f.flow_id as i64);
+    out.push(b',');
+    push_int(out, f.start.saturating_sub(t0));
+    out.push(b',');
+    push_int(out, f.end.saturating_sub(f.start));
+    out.push(b',');
+    push_json_str(out, ip.set_bytes(f.src));
+    out.push(b',');
+    push_int(out, i64::from(f.src_port));
+    out.push(b',');
+    push_json_str(out, ip.set_bytes(f.dst));
+    out.push(b',');
+    push_int(out, i64::from(f.dst_port));
+    out.push(b',');
+    push_json_str(out, proto_name(f.proto).as_bytes());
+    for v in [
+        f.pkts_to_server,
+        f.pkts_to_client,
+        f.bytes_to_server,
+        f.bytes_to_client,
+    ] {
+        out.push(b',');
+        push_int(out, to_i64(v));
+    }
+    out.push(b',');
+    push_int(out, i64::from(f.tcp_flags));
+    out.push(b',');
+    push_json_str(out, f.reason.as_bytes());
+    out.push(b']');
 }
 
 const INSERT_WINDOWS: &str =
@@ -185,7 +251,7 @@ impl MaxRows {
         match table {
             "alerts" => self.alerts,
             "verdicts" => self.verdicts,
-            "flows" => self.flows,
+            "flow_chunks" => self.flows,
             "feature_samples" => self.feature_samples,
             "window_counts" => self.window_counts,
             _ => None,
@@ -353,8 +419,8 @@ pub struct Store {
     /// Reused text form of addresses, so writing rows formats without allocating.
     ip_a: IpText,
     ip_b: IpText,
-    /// SQL of the multi-row flow insert (built once; the statement cache is keyed by it).
-    insert_flows_many: String,
+    /// Reused JSON text of one flow chunk.
+    chunk_json: Vec<u8>,
 }
 
 impl Store {
@@ -439,7 +505,7 @@ impl Store {
             stats: StoreStats::default(),
             ip_a: IpText::new(),
             ip_b: IpText::new(),
-            insert_flows_many: insert_flows_sql(FLOWS_PER_INSERT),
+            chunk_json: Vec::new(),
         };
         store.migrate(version)?;
         Ok(store)
@@ -552,11 +618,11 @@ impl Store {
         self.stats.retention_runs += 1;
         let before = self.used_bytes()?;
         let mut deleted = 0;
-        for table in RETAINED {
+        for (table, rows) in RETAINED {
             if let Some(max) = self.opts.max_rows.for_table(table) {
-                let (lo, hi) = self.rowid_range(table)?;
-                if hi >= lo && (hi - lo + 1) as u64 > max {
-                    deleted += self.delete_through(table, lo, hi - to_i64(max))?;
+                if let Some(cut) = self.row_bound_cut(table, max)? {
+                    let (lo, _) = self.rowid_range(table)?;
+                    deleted += self.delete_through(table, rows, lo, cut)?;
                 }
             }
         }
@@ -568,14 +634,14 @@ impl Store {
                     break;
                 }
                 let share = ((used - max_bytes) as f64 / used as f64 + 0.05).min(1.0);
-                for table in RETAINED {
+                for (table, rows) in RETAINED {
                     let (lo, hi) = self.rowid_range(table)?;
                     if hi < lo {
                         continue;
                     }
                     let n = ((hi - lo + 1) as f64 * share).ceil() as i64;
                     if n > 0 {
-                        deleted += self.delete_through(table, lo, lo + n - 1)?;
+                        deleted += self.delete_through(table, rows, lo, lo + n - 1)?;
                     }
                 }
             }
@@ -622,25 +688,48 @@ impl Store {
             .map_err(|source| self.write_err("incremental vacuum", source))
     }
 
-    /// Deletes rows with rowid in `lo..=cut`, `delete_chunk` rows per statement.
+    /// The highest rowid of `table` that must go so that at most `max` rows remain, if any.
+    /// For `flow_chunks` the rows are the flows in them, and whole chunks go.
+    fn row_bound_cut(&self, table: &'static str, max: u64) -> Result<Option<i64>, StoreError> {
+        if table == "flow_chunks" {
+            let sql = "SELECT max(id) FROM (SELECT id, sum(n) OVER (ORDER BY id DESC) AS kept \
+                       FROM flow_chunks) WHERE kept > ?1";
+            return self
+                .conn
+                .prepare_cached(sql)
+                .and_then(|mut st| st.query_row([to_i64(max)], |r| r.get(0)))
+                .map_err(|source| self.read_err("flow counts", source));
+        }
+        let (lo, hi) = self.rowid_range(table)?;
+        Ok((hi >= lo && (hi - lo + 1) as u64 > max).then(|| hi - to_i64(max)))
+    }
+
+    /// Deletes rows with rowid in `lo..=cut`, `delete_chunk` rows per statement, and returns
+    /// how many rows (by the `rows` count expression) went.
     fn delete_through(
         &mut self,
         table: &'static str,
+        rows: &'static str,
         lo: i64,
         cut: i64,
     ) -> Result<u64, StoreError> {
         let chunk = i64::from(self.opts.delete_chunk.max(1));
         let mut next = lo;
         let mut deleted = 0u64;
-        let sql = format!("DELETE FROM {table} WHERE rowid <= ?1");
+        let count = format!("SELECT {rows} FROM {table} WHERE rowid <= ?1");
+        let delete = format!("DELETE FROM {table} WHERE rowid <= ?1");
         while next <= cut {
             let end = cut.min(next.saturating_add(chunk - 1));
-            let n = self
+            let n: i64 = self
                 .conn
-                .prepare_cached(&sql)
+                .prepare_cached(&count)
+                .and_then(|mut st| st.query_row([end], |r| r.get(0)))
+                .map_err(|source| self.read_err("retention counts", source))?;
+            self.conn
+                .prepare_cached(&delete)
                 .and_then(|mut st| st.execute([end]))
                 .map_err(|source| self.write_err("retention deletes", source))?;
-            deleted += n as u64;
+            deleted += n.max(0) as u64;
             next = end + 1;
         }
         Ok(deleted)
@@ -750,9 +839,13 @@ impl Store {
 
     /// Finished flows that ended at or after `since`, newest first.
     pub fn recent_flows(&self, since: f64, limit: u32) -> Result<Vec<FlowRecord>, StoreError> {
-        let sql = "SELECT id, flow_id, start, \"end\", src, src_port, dst, dst_port, proto, \
-                   pkts_to_server, pkts_to_client, bytes_to_server, bytes_to_client, tcp_flags, \
-                   reason FROM flows WHERE \"end\" >= ?1 ORDER BY \"end\" DESC, id DESC LIMIT ?2";
+        // Only the chunks that hold such flows are unpacked (a chunk's end is its latest).
+        let sql = concat!(
+            "SELECT * FROM (SELECT ",
+            flow_columns_sql!(),
+            " FROM flow_chunks AS c, json_each(c.rows) AS j WHERE c.\"end\" >= ?1) \
+             WHERE \"end\" >= ?1 ORDER BY \"end\" DESC, id DESC LIMIT ?2"
+        );
         self.query_vec("flows", sql, params![since, limit], |r| {
             Ok(FlowRecord {
                 id: r.get(0)?,
@@ -874,7 +967,11 @@ impl Store {
 
     /// Row count of one of our tables (for status and tests).
     pub fn count(&self, table: Table) -> Result<u64, StoreError> {
-        let sql = format!("SELECT count(*) FROM {}", table.name());
+        let sql = match table {
+            // Without unpacking every chunk.
+            Table::Flows => "SELECT coalesce(sum(n), 0) FROM flow_chunks".to_string(),
+            _ => format!("SELECT count(*) FROM {}", table.name()),
+        };
         self.conn
             .query_row(&sql, [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
@@ -1020,43 +1117,36 @@ impl Tick<'_> {
         self.flows(std::slice::from_ref(f))
     }
 
-    /// Many finished flows, [`FLOWS_PER_INSERT`] rows per statement: one statement per row
-    /// spent as much in statement set-up, reset and parameter dispatch as SQLite spent
-    /// inserting (floods end hundreds of thousands of flows a minute).
+    /// Many finished flows, in chunks of [`FLOWS_PER_CHUNK`]: one B-tree row per flow
+    /// spent more than a microsecond each in SQLite (floods end hundreds of thousands of flows
+    /// a minute); a chunk is one JSON text, formatted here and copied once.
     pub fn flows(&mut self, rows: &[FlowRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
         let s = &mut *self.store;
-        let mut chunks = rows.chunks_exact(FLOWS_PER_INSERT);
-        if rows.len() >= FLOWS_PER_INSERT {
-            let mut st = s
-                .conn
-                .prepare_cached(&s.insert_flows_many)
-                .map_err(|source| write_err(&s.path, "flows", source))?;
-            for chunk in chunks.by_ref() {
-                for (i, f) in chunk.iter().enumerate() {
-                    bind_flow(&mut st, i * FLOW_COLUMNS, f, &mut s.ip_a)
-                        .map_err(|source| write_err(&s.path, "flows", source))?;
+        for chunk in rows.chunks(FLOWS_PER_CHUNK) {
+            let json = &mut s.chunk_json;
+            json.clear();
+            json.push(b'[');
+            let t0 = chunk.iter().map(|f| f.start).min().unwrap_or(0);
+            let mut end = Micros::MIN;
+            for (i, f) in chunk.iter().enumerate() {
+                if i > 0 {
+                    json.push(b',');
                 }
-                st.raw_execute()
-                    .map_err(|source| write_err(&s.path, "flows", source))?;
-                self.rows += chunk.len() as u64;
+                push_flow_json(json, t0, f, &mut s.ip_a);
+                end = end.max(f.end);
             }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut st = s
-                .conn
-                .prepare_cached(INSERT_FLOW)
-                .map_err(|source| write_err(&s.path, "a flow", source))?;
-            for f in rest {
-                bind_flow(&mut st, 0, f, &mut s.ip_a)
-                    .map_err(|source| write_err(&s.path, "a flow", source))?;
-                st.raw_execute()
-                    .map_err(|source| write_err(&s.path, "a flow", source))?;
-                self.rows += 1;
-            }
+            json.push(b']');
+            s.conn
+                .prepare_cached(INSERT_FLOW_CHUNK)
+                .and_then(|mut st| {
+                    st.raw_bind_parameter(1, chunk.len() as i64)?;
+                    st.raw_bind_parameter(2, t0)?;
+                    st.raw_bind_parameter(3, micros_to_secs(end))?;
+                    st.raw_bind_parameter(4, text(json))?;
+                    st.raw_execute()
+                })
+                .map_err(|source| write_err(&s.path, "flows", source))?;
+            self.rows += chunk.len() as u64;
         }
         Ok(())
     }

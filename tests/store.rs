@@ -1071,3 +1071,229 @@ fn many_flows_in_one_tick_keep_every_field_and_order() {
         assert_eq!((g.tcp_flags, g.reason.as_str()), (r.tcp_flags, r.reason));
     }
 }
+
+/// A flow unlike its neighbours in every column.
+fn varied_flow(i: u64) -> FlowRow {
+    FlowRow {
+        flow_id: 1_000 + i,
+        start: T0 + i as i64 * 997,
+        end: T0 + i as i64 * 997 + (i as i64 % 5) * 1_234_567,
+        src: v4(10, (i / 7) as u8, 200, i as u8),
+        src_port: 1_000 + i as u16,
+        dst: if i % 2 == 0 {
+            v4(192, 168, 1, 1)
+        } else {
+            "2001:db8::1".parse().unwrap()
+        },
+        dst_port: 443u16.wrapping_sub(i as u16),
+        proto: [6, 17, 1, 58, 0, 99][i as usize % 6],
+        pkts_to_server: i,
+        pkts_to_client: 2 * i,
+        bytes_to_server: 3 * i + (1 << 40),
+        bytes_to_client: 4 * i,
+        tcp_flags: i as u8,
+        reason: ["timeout", "evicted", "closed", "shutdown"][i as usize % 4],
+    }
+}
+
+type FlowTuple = (
+    i64,
+    i64,
+    f64,
+    f64,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+    (i64, i64, i64, i64),
+    i64,
+    String,
+);
+
+/// Every row of the `flows` view in id order, as a plain SQLite reader sees it.
+fn flows_in_view(db: &Path) -> Vec<FlowTuple> {
+    let conn = Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare(
+            "SELECT id, flow_id, start, \"end\", src, src_port, dst, dst_port, proto, \
+             pkts_to_server, pkts_to_client, bytes_to_server, bytes_to_client, tcp_flags, \
+             reason FROM flows ORDER BY id",
+        )
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            (r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?),
+            r.get(13)?,
+            r.get(14)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn expected_tuple(id: i64, f: &FlowRow) -> FlowTuple {
+    (
+        id,
+        f.flow_id as i64,
+        micros_to_secs(f.start),
+        micros_to_secs(f.end),
+        f.src.to_string(),
+        i64::from(f.src_port),
+        f.dst.to_string(),
+        i64::from(f.dst_port),
+        phantomnet::events::proto_name(f.proto).to_string(),
+        (
+            f.pkts_to_server as i64,
+            f.pkts_to_client as i64,
+            f.bytes_to_server as i64,
+            f.bytes_to_client as i64,
+        ),
+        i64::from(f.tcp_flags),
+        f.reason.to_string(),
+    )
+}
+
+#[test]
+fn flows_span_chunks_and_read_back_exactly_through_the_view() {
+    // 2,500 flows over two ticks: chunks of 1,024 and 976, then 500 (a tick's flows start a
+    // new chunk); ids run on across chunks and ticks.
+    let dir = TempDir::new("chunks");
+    let db = dir.path("c.db");
+    let mut store = Store::open(&db, &no_retention()).unwrap();
+    let rows: Vec<FlowRow> = (0..2_500).map(varied_flow).collect();
+    let mut batch = Batch::new(10_000);
+    for r in &rows[..2_000] {
+        batch.flow(r).unwrap();
+    }
+    store.write(&batch).unwrap();
+    batch.clear();
+    for r in &rows[2_000..] {
+        batch.flow(r).unwrap();
+    }
+    store.write(&batch).unwrap();
+    assert_eq!(store.count(Table::Flows).unwrap(), 2_500);
+    let chunks: Vec<(i64, i64)> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT first_id, n FROM flow_chunks ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chunks, vec![(1, 1_024), (1_025, 976), (2_001, 500)]);
+    let want: Vec<FlowTuple> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| expected_tuple(i as i64 + 1, f))
+        .collect();
+    assert_eq!(flows_in_view(&db), want);
+    // The API query unpacks only chunks that can hold recent flows, and agrees with the view.
+    let since = micros_to_secs(rows[2_400].end);
+    let recent = store.recent_flows(since, 5).unwrap();
+    let mut newest: Vec<&FlowTuple> = want.iter().filter(|t| t.3 >= since).collect();
+    newest.sort_by(|a, b| b.3.total_cmp(&a.3).then(b.0.cmp(&a.0)));
+    let got: Vec<(i64, f64)> = recent.iter().map(|f| (f.id, f.end)).collect();
+    let expect: Vec<(i64, f64)> = newest.iter().take(5).map(|t| (t.0, t.3)).collect();
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn flow_row_retention_drops_whole_oldest_chunks_and_counts_flows() {
+    let dir = TempDir::new("flowret");
+    let opts = StoreOptions {
+        max_rows: MaxRows {
+            flows: Some(2_000),
+            ..MaxRows::default()
+        },
+        max_bytes: None,
+        retention_every: 1,
+        delete_chunk: 1,
+        ..StoreOptions::default()
+    };
+    let db = dir.path("r.db");
+    let mut store = Store::open(&db, &opts).unwrap();
+    let mut batch = Batch::new(10_000);
+    let mut next = 0u64;
+    for _tick in 0..6 {
+        for _ in 0..700 {
+            batch.flow(&varied_flow(next)).unwrap();
+            next += 1;
+        }
+        store.write(&batch).unwrap();
+        batch.clear();
+    }
+    // 4,200 flows in six chunks of 700: the newest two (1,400) fit, a third would not.
+    assert_eq!(store.count(Table::Flows).unwrap(), 1_400);
+    assert_eq!(store.stats().rows_deleted, 2_800);
+    let got = flows_in_view(&db);
+    assert_eq!(got.len(), 1_400);
+    assert_eq!(got[0], expected_tuple(2_801, &varied_flow(2_800)));
+    assert_eq!(got[1_399], expected_tuple(4_200, &varied_flow(4_199)));
+}
+
+/// A file from before flow chunks, with flow ids 1-1,500 and 1,601-2,300 (a user deleted
+/// some): every row keeps its id and values, and new flows carry on after the highest id.
+#[test]
+fn migrating_flow_rows_into_chunks_keeps_ids_and_values() {
+    let dir = TempDir::new("migflows");
+    let db = dir.path("old.db");
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.execute_batch(V1_SCHEMA).unwrap();
+    }
+    // Rows as versions 1 and 2 wrote them (the flows table did not change between them):
+    // times in seconds, proto and reason as text. One transaction (not 2,200 syncs).
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        let mut st = conn
+            .prepare(
+                "INSERT INTO flows(id, flow_id, start, \"end\", src, src_port, dst, dst_port, \
+                 proto, pkts_to_server, pkts_to_client, bytes_to_server, bytes_to_client, \
+                 tcp_flags, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 ?13, ?14, ?15)",
+            )
+            .unwrap();
+        let mut want = Vec::new();
+        for i in 0..2_200u64 {
+            let id = if i < 1_500 { i + 1 } else { i + 101 } as i64;
+            let f = varied_flow(i);
+            let t = expected_tuple(id, &f);
+            st.execute(rusqlite::params![
+                t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9 .0, t.9 .1, t.9 .2, t.9 .3, t.10,
+                t.11
+            ])
+            .unwrap();
+            want.push(t);
+        }
+        drop(st);
+        conn.execute_batch("COMMIT").unwrap();
+        drop(conn);
+        let mut store = Store::open(&db, &no_retention()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.count(Table::Flows).unwrap(), 2_200);
+        assert_eq!(flows_in_view(&db), want);
+        // New flows carry on after the highest id.
+        let mut batch = Batch::new(10);
+        batch.flow(&varied_flow(9_999)).unwrap();
+        store.write(&batch).unwrap();
+        let all = flows_in_view(&db);
+        assert_eq!(
+            all.last().unwrap(),
+            &expected_tuple(2_301, &varied_flow(9_999))
+        );
+    }
+}

@@ -76,9 +76,19 @@ def copy_sqlite(con, path, schema):
         cols = src.execute(f"PRAGMA table_info({table})").fetchall()
         if not cols:
             sys.exit(f"fleet.py: {path}: no table {table} (not a PhantomNet database?)")
-        decl = ", ".join(f'"{c[1]}" {types.get(c[2].upper(), "VARCHAR")}' for c in cols)
-        con.execute(f"CREATE TABLE {schema}.{table} ({decl})")
         rows = src.execute(f"SELECT * FROM {table}").fetchall()
+        # `flows` is a view (flows are stored in JSON chunks): its columns declare no type,
+        # so take it from the values.
+        by_value = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bytes: "BLOB"}
+
+        def col_type(i, declared):
+            if declared:
+                return types.get(declared.upper(), "VARCHAR")
+            seen = next((type(r[i]) for r in rows if r[i] is not None), str)
+            return by_value.get(seen, "VARCHAR")
+
+        decl = ", ".join(f'"{c[1]}" {col_type(i, c[2])}' for i, c in enumerate(cols))
+        con.execute(f"CREATE TABLE {schema}.{table} ({decl})")
         if rows:
             marks = ", ".join("?" * len(cols))
             con.executemany(f"INSERT INTO {schema}.{table} VALUES ({marks})", rows)
