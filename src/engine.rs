@@ -193,6 +193,9 @@ pub struct EngineOptions {
     pub arp_watch: bool,
     /// Emit a feature sample for every host-window (learning mode, training).
     pub collect_samples: bool,
+    /// Queue finished-flow rows (`[output] flows`); off, no row is built: nothing would
+    /// read them.
+    pub record_flows: bool,
 }
 
 impl EngineOptions {
@@ -212,6 +215,7 @@ impl EngineOptions {
             verdict: cfg.verdict.clone(),
             arp_watch: cfg.detection.arp_watch,
             collect_samples: false,
+            record_flows: cfg.output.flows,
         }
     }
 }
@@ -352,7 +356,7 @@ impl Engine {
         }
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
-        let record_flows = true;
+        let record_flows = self.opts.record_flows;
         let upd = self.flows.update(meta, ts, |k, f, r| {
             if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
                 stats.outbox_drops += 1;
@@ -583,8 +587,9 @@ impl Engine {
     pub fn drain_flows(&mut self) {
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
+        let record_flows = self.opts.record_flows;
         self.flows.drain(|k, f, r| {
-            if !push_bounded(&mut outbox.flows, f.row(k, r)) {
+            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
                 stats.outbox_drops += 1;
             }
         });
@@ -600,8 +605,9 @@ impl Engine {
             let now = sec.saturating_mul(1_000_000);
             let outbox = &mut self.outbox;
             let stats = &mut self.stats;
+            let record_flows = self.opts.record_flows;
             self.flows.expire(now, |k, f, r| {
-                if !push_bounded(&mut outbox.flows, f.row(k, r)) {
+                if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
                     stats.outbox_drops += 1;
                 }
             });
@@ -1098,4 +1104,52 @@ fn quoted_packet(meta: &PacketMeta, frame: &[u8]) -> Option<PacketMeta> {
     };
     let q = decode::decode(link, body, body.len() as u32);
     q.is_ip().then_some(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 + UDP, 10.0.0.1:5000 -> 10.0.0.2:53, no payload.
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&28u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let udp = &mut f[34..42];
+        udp[0..2].copy_from_slice(&5000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+        f
+    }
+
+    /// Rows of flows ending by timeout and at shutdown, with and without `record_flows`.
+    fn rows(record_flows: bool) -> (usize, usize) {
+        let mut e = Engine::new(EngineOptions {
+            record_flows,
+            ..EngineOptions::default()
+        });
+        let f = udp_frame();
+        e.process(1_000_000, &f);
+        assert_eq!(e.flows.len(), 1);
+        e.tick(200_000_000); // past the UDP timeout
+        let expired = e.outbox.flows.len();
+        e.outbox.clear();
+        e.process(201_000_000, &f);
+        e.drain_flows();
+        (expired, e.outbox.flows.len())
+    }
+
+    #[test]
+    fn flow_rows_only_when_recorded() {
+        assert_eq!(rows(true), (1, 1));
+        assert_eq!(rows(false), (0, 0));
+    }
 }

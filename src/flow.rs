@@ -1,7 +1,7 @@
 //! Flows: bidirectional 5-tuples with direction, TCP handshake state and counters, kept in a
 //! fixed-capacity table built once from the config.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::decode::{
     tcp_flags, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -19,11 +19,15 @@ pub fn addr16(ip: IpAddr) -> Addr16 {
     }
 }
 
+/// The address back from its 16 bytes: IPv4-mapped (`::ffff:a.b.c.d`) is IPv4, as
+/// `Ipv6Addr::to_ipv4_mapped` decides, in one 128-bit compare (a flow row makes two).
+#[inline]
 pub fn addr_from16(a: Addr16) -> IpAddr {
-    let v6 = Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
+    let x = u128::from_be_bytes(a);
+    if x >> 32 == 0xffff {
+        IpAddr::V4(Ipv4Addr::from(x as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(x))
     }
 }
 
@@ -148,6 +152,7 @@ impl Flow {
     }
 
     /// Summary row for the store.
+    #[inline]
     pub fn row(&self, key: &FlowKey, reason: &'static str) -> FlowRow {
         let (c, cp, s, sp) = if self.client_is_lo {
             (key.lo, key.lo_port, key.hi, key.hi_port)
@@ -377,7 +382,6 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8) -> PacketMeta {
         PacketMeta {
@@ -394,6 +398,33 @@ mod tests {
             },
             ..PacketMeta::default()
         }
+    }
+
+    #[test]
+    fn addr_from16_agrees_with_std() {
+        let cases: [IpAddr; 7] = [
+            "10.1.2.3".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "::".parse().unwrap(),
+            "::1.2.3.4".parse().unwrap(), // IPv4-compatible, not mapped: stays IPv6
+            "fe80::ffff:1.2.3.4".parse().unwrap(),
+            "2001:db8::ffff:0:1".parse().unwrap(),
+        ];
+        for ip in cases {
+            let a = addr16(ip);
+            let v6 = Ipv6Addr::from(a);
+            let want = match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            };
+            assert_eq!(addr_from16(a), want, "{ip}");
+            assert_eq!(addr_from16(a), ip, "{ip}");
+        }
+        // Bytes no address maps to but a mapped prefix in the wrong place.
+        let mut a = [0u8; 16];
+        a[8..10].copy_from_slice(&[0xff, 0xff]);
+        assert!(matches!(addr_from16(a), IpAddr::V6(_)));
     }
 
     fn timeouts() -> FlowTimeouts {
