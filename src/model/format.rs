@@ -587,11 +587,13 @@ fn compile_tree(
         // n_samples ≤ root's ψ ≤ u32::MAX by the checks above.
         forest.n_samples.push(tree.n_samples[i] as u32);
         if tree.left[i] == -1 {
+            // A leaf's children are itself: interleaved scoring steps a finished walk in place.
+            let me = (base + i) as u32;
             forest.nodes.push(Node {
                 threshold32: 0.0,
                 feature: LEAF,
-                left: 0,
-                right: 0,
+                left: me,
+                right: me,
             });
             forest
                 .value
