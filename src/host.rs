@@ -184,26 +184,29 @@ impl Baseline {
     }
 }
 
+/// Laid out by hand (`repr(C)`, cache-line aligned) for floods of spoofed sources, which
+/// create a host per packet: what every packet touches comes first, then what a new host
+/// resets, then the 1.5 KiB of buckets, of which a packet touches one.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
 pub struct Host {
-    /// The second (Unix) each bucket holds; stale buckets are ignored. Kept apart from the
-    /// buckets (1.5 KiB) so that a new host and a window over a mostly idle host touch two
-    /// cache lines instead of one per bucket: floods of spoofed sources create a host per
-    /// packet.
-    pub secs: [i64; WINDOW_SECS],
-    pub buckets: [Bucket; WINDOW_SECS],
-    pub baseline: Baseline,
-    pub first_seen: Micros,
-    pub last_seen: Micros,
     /// Second in which the host was last put on the active list.
     pub active_sec: i64,
-    pub evidence: Evidence,
+    pub last_seen: Micros,
+    /// The second (Unix) each bucket holds; stale buckets are ignored. Kept apart from the
+    /// buckets so that a new host and a window over a mostly idle host touch the header
+    /// lines instead of one line per bucket.
+    pub secs: [i64; WINDOW_SECS],
+    pub first_seen: Micros,
+    pub baseline: Baseline,
+    pub windows: u64,
+    pub flagged_windows: u64,
     /// Latest verdict level (index into Level::ALL) and risk, for /api/hosts.
     pub last_level: u8,
     pub last_risk: u8,
     pub max_level: u8,
-    pub windows: u64,
-    pub flagged_windows: u64,
+    pub evidence: Evidence,
+    pub buckets: [Bucket; WINDOW_SECS],
 }
 
 impl Host {
@@ -331,5 +334,36 @@ impl HostTable {
             .expire_class(0, now - self.idle_timeout, |_, _| {});
         self.expired += n as u64;
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// What a packet of a known host reads and writes sits in the first cache line or two,
+    /// what a new host resets before the buckets, and the buckets last.
+    #[test]
+    fn host_layout_puts_the_header_before_the_buckets() {
+        assert_eq!(align_of::<Host>(), 64);
+        assert!(offset_of!(Host, active_sec) < 64 && offset_of!(Host, last_seen) < 64);
+        assert!(offset_of!(Host, secs) + size_of::<[i64; WINDOW_SECS]>() <= 128);
+        let header_end = offset_of!(Host, evidence) + size_of::<Evidence>();
+        assert!(header_end <= 256, "header is {header_end} bytes");
+        assert_eq!(offset_of!(Host, buckets), header_end.next_multiple_of(8));
+        assert!(size_of::<Host>() < offset_of!(Host, buckets) + size_of::<[Bucket; 10]>() + 64);
+    }
+
+    #[test]
+    fn bucket_resets_on_a_new_second_only() {
+        let mut h = Host {
+            secs: [i64::MIN; WINDOW_SECS],
+            ..Host::default()
+        };
+        h.bucket(100).pkts_out = 3;
+        assert_eq!(h.bucket(100).pkts_out, 3);
+        assert_eq!(h.bucket(110).pkts_out, 0); // same ring position, newer second
+        assert_eq!(h.window(110).count(), 1);
     }
 }
