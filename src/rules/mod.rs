@@ -716,21 +716,23 @@ impl RuleSet {
 /// Marks the tracking keys of a rule's second (rate-limiting) threshold.
 const LIMIT_KEY: u32 = 1 << 31;
 
+#[inline]
 fn thresh_key(rule: u32, track: Track, m: &PacketMeta) -> TKey {
-    let (s, d) = (addr_key(m.src), addr_key(m.dst));
     let mut k = TKey {
         rule,
         ..TKey::default()
     };
+    // Only the addresses the key uses are converted (most rules track by_src).
     match track {
-        Track::BySrc => k.a = s,
-        Track::ByDst => k.a = d,
+        Track::BySrc => k.a = addr_key(m.src),
+        Track::ByDst => k.a = addr_key(m.dst),
         Track::ByRule => {}
         Track::ByBoth => {
-            k.a = s;
-            k.b = d;
+            k.a = addr_key(m.src);
+            k.b = addr_key(m.dst);
         }
         Track::ByFlow => {
+            let (s, d) = (addr_key(m.src), addr_key(m.dst));
             let (a, ap, b, bp) = if (s, m.src_port) <= (d, m.dst_port) {
                 (s, m.src_port, d, m.dst_port)
             } else {
