@@ -1552,6 +1552,24 @@ impl Batch {
     }
 }
 
+/// Decimal text of every octet value, left-aligned, and its length.
+const OCTET_TEXT: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut v = 0;
+    while v < 256 {
+        let (h, d, u) = ((v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8);
+        t[v] = if v >= 100 {
+            ([b'0' + h, b'0' + d, b'0' + u], 3)
+        } else if v >= 10 {
+            ([b'0' + d, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        v += 1;
+    }
+    t
+};
+
 /// The text of an address in a fixed buffer: formatting a row never allocates.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IpText {
@@ -1579,18 +1597,21 @@ impl IpText {
         match ip {
             // By hand: `Display` through `fmt::write` cost as much as binding the whole row.
             IpAddr::V4(v4) => {
+                // "a.b.c.d" from a table of the 256 octet texts: at most 15 bytes, so it
+                // always fits; written into a scratch array without per-byte checks.
+                let mut out = [0u8; 16];
+                let mut n = 0;
                 for (i, o) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
-                        self.push(b'.');
+                        out[n] = b'.';
+                        n += 1;
                     }
-                    if o >= 100 {
-                        self.push(b'0' + o / 100);
-                    }
-                    if o >= 10 {
-                        self.push(b'0' + o / 10 % 10);
-                    }
-                    self.push(b'0' + o % 10);
+                    let (digits, len) = OCTET_TEXT[usize::from(o)];
+                    out[n..n + 3].copy_from_slice(&digits);
+                    n += usize::from(len);
                 }
+                self.buf[..n].copy_from_slice(&out[..n]);
+                self.len = n;
             }
             // Cannot fail: the longest address text (45 bytes) fits.
             IpAddr::V6(_) => {
@@ -1598,13 +1619,6 @@ impl IpText {
             }
         }
         &self.buf[..self.len]
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
