@@ -165,7 +165,13 @@ fn text(b: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
 }
 
 /// Appends `v` in decimal.
+#[inline]
 fn push_int(out: &mut Vec<u8>, v: i64) {
+    // Most columns of a flood's flows are single digits (packets, reply counts, durations).
+    if (0..10).contains(&v) {
+        out.push(b'0' + v as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = v.unsigned_abs();
@@ -1640,6 +1646,31 @@ impl std::fmt::Write for IpText {
 mod tests {
     use super::IpText;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn push_int_writes_what_display_writes() {
+        let mut out = Vec::new();
+        for v in [
+            0i64,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            -1,
+            -9,
+            -10,
+            1 << 40,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            out.clear();
+            super::push_int(&mut out, v);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
+        }
+    }
 
     #[test]
     fn ip_text_matches_display() {
