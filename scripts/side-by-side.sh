@@ -46,6 +46,11 @@ if ! suricata -T -c "$yaml" -S "$work/suricata.rules" -l "$work/suri" >"$work/su
   echo "suricata rejects the translated rules:" >&2; grep -E "^E:" "$work/suri-test.log" >&2; exit 1
 fi
 nrules=$(grep -cE '^(alert|drop|pass|reject)' "$work/suricata.rules")
+# The same config without finished-flow records (shows what storing the flows costs; Suricata
+# above writes its flow records to eve.json: its default eve-log types include `flow`).
+sed -e "s#\"\.\./#\"$here/#g" -e 's/^flows = true/flows = false/' "$here/config/phantomnet.toml" \
+  > "$work/noflows.toml"
+grep -q '^flows = false' "$work/noflows.toml" || { echo "config/phantomnet.toml: no 'flows = true' under [output]" >&2; exit 1; }
 
 # one_run NAME CMD...: appends "name wall user sys maxrss_kb" to $work/runs
 one_run() {
@@ -62,6 +67,8 @@ for i in $(seq 1 "$runs"); do
   one_run suricata suricata -c "$yaml" -r "$bench" -k none --runmode single -S "$work/suricata.rules" -l "$work/suri"
   rm -f "$work"/pn.db*
   one_run phantomnet "$pn" --log warn replay "$bench" -c "$here/config/phantomnet.toml" --db "$work/pn.db"
+  rm -f "$work"/pn.db*
+  one_run pn-noflows "$pn" --log warn replay "$bench" -c "$work/noflows.toml" --db "$work/pn.db"
   echo "  run $i done" >&2
 done
 python3 - "$work/runs" <<'PY'
@@ -72,11 +79,13 @@ for line in open(sys.argv[1]):
     rows.setdefault(n, []).append((float(wall), float(user) + float(sys_), int(rss) / 1024))
 med = {n: tuple(statistics.median(r[i] for r in v) for i in range(3)) for n, v in rows.items()}
 print(f"{'tool':<12}{'wall s':>9}{'cpu s':>9}{'peak RSS MB':>13}")
-for n in ("tcpdump", "suricata", "phantomnet"):
+for n in ("tcpdump", "suricata", "phantomnet", "pn-noflows"):
     w, c, r = med[n]
     print(f"{n:<12}{w:>9.2f}{c:>9.2f}{r:>13.1f}")
 p, s, t = med["phantomnet"], med["suricata"], med["tcpdump"]
 print()
 print(f"PhantomNet / Suricata:  wall {p[0]/s[0]:.3f} (target <= 0.1), cpu {p[1]/s[1]:.3f}, RSS {p[2]/s[2]:.3f} (target <= 0.2)")
 print(f"PhantomNet / tcpdump:   wall {p[0]/t[0]:.2f} (target <= 3), cpu {p[1]/t[1]:.2f}")
+q = med["pn-noflows"]
+print(f"(pn-noflows: [output] flows = false; / Suricata wall {q[0]/s[0]:.3f}, / tcpdump wall {q[0]/t[0]:.2f})")
 PY
