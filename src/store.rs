@@ -201,7 +201,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
 /// Appends one flow as the JSON array the `flows` view reads ([`flow_columns_sql`]):
 /// flow id, start (µs after `t0`), duration (µs), src, src port, dst, dst port, proto,
 /// packets and bytes each way, TCP flags, reason. By hand: through serde this cost more
-/// than SQLite's copy. Relative times save a third of the bytes written to flash.
+/// than SQLite's copy. Relative times save a quarter of the bytes written to flash.
 fn push_flow_json(out: &mut Vec<u8>, t0: Micros, f: &FlowRow, ip: &mut IpText) {
     out.push(b'[');
     push_int(out, f.flow_id as i64);
