@@ -102,7 +102,7 @@ pub struct OutputConfig {
     pub db: PathBuf,
     /// EVE JSON lines file ("" = off).
     pub eve: PathBuf,
-    /// Write finished-flow summaries to the `flows` table and EVE.
+    /// Write finished-flow summaries to the database (the `flows` view) and EVE.
     pub flows: bool,
     /// Name of this appliance in events ("" = the host name).
     pub appliance: String,

@@ -4,7 +4,8 @@
 //!
 //! Layout (DESIGN section 6): `verdicts`, `alerts`, `flows`, `meta`, plus `window_counts`
 //! (SAFE windows are counted per tick, not stored one by one) and `feature_samples`
-//! (learning mode). Times are Unix seconds as `REAL`; addresses are canonical text;
+//! (learning mode). `flows` is a view over `flow_chunks` (up to 1,024 flows a row, as JSON;
+//! docs/DECISIONS.md). Times are Unix seconds as `REAL`; addresses are canonical text;
 //! `proto` is Suricata's name; `flow_id` is the 64-bit id bit-cast to SQLite's signed
 //! INTEGER (ids below 2^63 read the same in SQL).
 //!
