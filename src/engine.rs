@@ -342,6 +342,10 @@ impl Engine {
             self.stats
                 .record(Stage::Decode, (t1 - t0).as_nanos() as u64);
         }
+        // When the tables are full (a flood), the next new flow or host evicts the least
+        // recently seen one: fetch it while the next frame is read and decoded.
+        self.flows.prefetch_victim();
+        self.hosts.prefetch_victim(sec);
     }
 
     fn ip_packet(&mut self, ts: Micros, sec: i64, meta: &PacketMeta, frame: &[u8], timed: bool) {
@@ -353,6 +357,15 @@ impl Engine {
         }
         if meta.frag.is_fragment {
             self.stats.fragments += 1;
+        }
+        // Everything below starts with lookups of the flow and both hosts: ask for their
+        // index lines together instead of one after another.
+        self.flows.prefetch(meta);
+        if is_host_addr(meta.src) {
+            self.hosts.prefetch(&addr16(meta.src));
+        }
+        if is_host_addr(meta.dst) || is_group_addr(meta.src) {
+            self.hosts.prefetch(&addr16(meta.dst));
         }
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
@@ -623,6 +636,10 @@ impl Engine {
         let end_ts = (sec + 1).saturating_mul(1_000_000);
         let mut score_ns = 0u64;
         for i in 0..self.hosts.active.len() {
+            // Under a flood most active hosts are cold by the end of the second.
+            if let Some(&ahead) = self.hosts.active.get(i + 4) {
+                self.hosts.prefetch_window(ahead, sec);
+            }
             let slot = self.hosts.active[i];
             let Some(addr) = self.hosts.table.key(slot).copied() else {
                 continue;

@@ -7,6 +7,7 @@ use crate::decode::{
     tcp_flags, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 };
 use crate::events::FlowRow;
+use crate::prefetch::prefetch_line;
 use crate::table::{mix, LruTable, Slot, TableKey};
 
 /// Address as 16 bytes (IPv4 mapped into IPv6), cheap to hash and compare.
@@ -235,6 +236,25 @@ impl FlowTable {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
+    }
+
+    /// Hints the index line [`FlowTable::update`] reads first for this packet (timing only).
+    #[inline]
+    pub fn prefetch(&self, meta: &PacketMeta) {
+        let (key, _) = FlowKey::of(meta);
+        self.table.prefetch_key(&key);
+    }
+
+    /// Hints the flow the next insertion would evict (timing only).
+    #[inline]
+    pub fn prefetch_victim(&self) {
+        if let Some(v) = self.table.victim() {
+            self.table.prefetch_eviction(v);
+            let f = self.table.get(v);
+            for line in 0..std::mem::size_of::<Flow>().div_ceil(64) {
+                prefetch_line(f, line);
+            }
+        }
     }
 
     /// Looks up or creates the flow of an IP packet and updates its state. Evicted flows

@@ -4,7 +4,11 @@
 
 use crate::decode::Micros;
 use crate::flow::Addr16;
+use crate::prefetch::prefetch_line;
 use crate::table::{mix, LruTable, Slot, TableKey};
+
+/// Cache lines before a host's buckets: what a new host resets.
+const HEADER_LINES: usize = std::mem::offset_of!(Host, buckets).div_ceil(64);
 
 /// Seconds in the sliding window (the ring length).
 pub const WINDOW_SECS: usize = 10;
@@ -262,6 +266,45 @@ impl HostTable {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
+    }
+
+    /// Hints the index line [`HostTable::touch`] reads first for `addr` (timing only).
+    #[inline]
+    pub fn prefetch(&self, addr: &Addr16) {
+        self.table.prefetch_key(addr);
+    }
+
+    /// Hints the host the next insertion would evict, with the lines a new host in its slot
+    /// resets in second `sec` (timing only).
+    #[inline]
+    pub fn prefetch_victim(&self, sec: i64) {
+        if let Some(v) = self.table.victim() {
+            self.table.prefetch_eviction(v);
+            let h = self.table.get(v);
+            for line in 0..HEADER_LINES {
+                prefetch_line(h, line);
+            }
+            let b = &h.buckets[sec.rem_euclid(WINDOW_SECS as i64) as usize];
+            for line in 0..=std::mem::size_of::<Bucket>() / 64 {
+                prefetch_line(b, line);
+            }
+        }
+    }
+
+    /// Hints what judging the host in `slot` at the end of second `sec` reads: its key, its
+    /// header and the bucket of `sec` (timing only).
+    #[inline]
+    pub fn prefetch_window(&self, slot: Slot, sec: i64) {
+        let Some(h) = self.table.try_get(slot) else {
+            return;
+        };
+        self.table.prefetch_meta(slot);
+        prefetch_line(h, 0);
+        prefetch_line(h, 1);
+        let b = &h.buckets[sec.rem_euclid(WINDOW_SECS as i64) as usize];
+        for line in 0..=std::mem::size_of::<Bucket>() / 64 {
+            prefetch_line(b, line);
+        }
     }
 
     /// Finds or creates the host, marks it active in `sec`, and returns its slot.

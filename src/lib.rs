@@ -19,6 +19,7 @@ pub mod intel;
 pub mod metrics;
 pub mod model;
 pub mod page;
+pub mod prefetch;
 pub mod privdrop;
 pub mod rules;
 pub mod runtime;

@@ -14,6 +14,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
+use crate::prefetch::prefetch;
+
 const NIL: u32 = u32::MAX;
 /// Number of recency classes a table can have.
 pub const MAX_CLASSES: usize = 4;
@@ -93,6 +95,12 @@ impl ProbeIndex {
     #[inline]
     fn ideal(&self, hash: u64) -> usize {
         (hash as usize) & self.mask
+    }
+
+    /// Hints the index line a lookup of hash `h` starts at.
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        prefetch(&self.index, self.ideal(h));
     }
 
     /// The position and slot of the first entry with hash `h` for which `is` holds.
@@ -249,6 +257,38 @@ impl<K: TableKey, V> LruTable<K, V> {
         self.cap
     }
 
+    /// Hints the index line a lookup of `key` reads first (timing only).
+    #[inline]
+    pub fn prefetch_key(&self, key: &K) {
+        self.index.prefetch(key.hash_with(self.seed));
+    }
+
+    /// The entry an insertion would evict now: the least recently seen one when the table
+    /// is full, else none.
+    #[inline]
+    pub fn victim(&self) -> Option<Slot> {
+        if self.free != NIL || self.meta.len() < self.cap {
+            return None;
+        }
+        self.oldest()
+    }
+
+    /// Hints the bookkeeping line of `slot` (its key) (timing only).
+    #[inline]
+    pub fn prefetch_meta(&self, slot: Slot) {
+        prefetch(&self.meta, slot as usize);
+    }
+
+    /// Hints what evicting `slot` reads besides its value: its bookkeeping and index lines
+    /// (timing only; the bookkeeping line is usually warm, as evicting its predecessor
+    /// rewrote it).
+    #[inline]
+    pub fn prefetch_eviction(&self, slot: Slot) {
+        if let Some(m) = self.meta.get(slot as usize) {
+            self.index.prefetch(m.hash);
+        }
+    }
+
     /// Finds the slot of `key`.
     #[inline]
     pub fn find(&self, key: &K) -> Option<Slot> {
@@ -267,6 +307,12 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     pub fn key(&self, slot: Slot) -> Option<&K> {
         self.meta.get(slot as usize).and_then(|m| m.key.as_ref())
+    }
+
+    /// The value in `slot`, if the slot was ever used.
+    #[inline]
+    pub fn try_get(&self, slot: Slot) -> Option<&V> {
+        self.vals.get(slot as usize)
     }
 
     #[inline]
