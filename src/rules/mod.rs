@@ -8,6 +8,7 @@ pub mod addr;
 pub mod classify;
 pub mod matcher;
 pub mod parse;
+mod pre;
 pub mod threshold;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::decode::{Micros, PacketMeta};
 use addr::{addr_key, Kind, VarTable};
 use matcher::match_payload;
 use parse::{flowc, FbOp, FlowbitNames, Proto, Rule};
+use pre::Pre;
 use threshold::{TKey, Track, Tracker, UniqueOn};
 
 pub use parse::Action;
@@ -216,6 +218,13 @@ pub struct RuleHit {
     pub rule: u32,
 }
 
+/// A rule of a group with its pre-check inline, so rejecting it reads no `Rule`.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    pre: Pre,
+    rule: u32,
+}
+
 /// Rules sharing a protocol class and destination port, with their prefilter.
 #[derive(Debug, Default)]
 struct Group {
@@ -225,10 +234,16 @@ struct Group {
     /// automaton it gets aho-corasick's SIMD prefilter (Teddy or rare bytes), so a payload
     /// without any fast pattern — most of them — costs a fraction of a byte-by-byte walk.
     pre: Option<AhoCorasick>,
-    /// Pattern id → rules.
-    pat_rules: Vec<Vec<u32>>,
-    /// Rules without a fast pattern: evaluated for every packet of the group.
-    plain: Vec<u32>,
+    /// Pattern id → rules (in rule order).
+    pat_rules: Vec<Vec<Cand>>,
+    /// What every rule with a fast pattern needs: a packet failing it skips the payload
+    /// search (lowercasing, prefilter, automaton) of the group.
+    pat_pre: Pre,
+    /// Shortest fast pattern: a shorter payload cannot hold any.
+    min_pat: usize,
+    /// Rules without a fast pattern, in rule order: pre-checked for every packet of the
+    /// group.
+    plain: Vec<Cand>,
 }
 
 /// Per protocol class (TCP, UDP, ICMP, other IP): groups by destination port and the group
@@ -467,6 +482,11 @@ impl RuleSet {
                 }
             }
         }
+        for m in members.iter_mut() {
+            // Rules were pushed in index order; a rule listed twice (overlapping port
+            // ranges) would be inspected twice.
+            m.dedup();
+        }
         let mut max_pats = 0;
         self.groups = members.iter().map(|m| self.compile_group(m)).collect();
         for g in &self.groups {
@@ -493,17 +513,21 @@ impl RuleSet {
         // One case-insensitive automaton over every fast pattern of the group: a single pass
         // over the payload; case-sensitive contents are confirmed by the full rule check.
         let mut pats: Vec<Vec<u8>> = Vec::new();
-        let mut pat_rules: Vec<Vec<u32>> = Vec::new();
+        let mut pat_rules: Vec<Vec<Cand>> = Vec::new();
         let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut plain = Vec::new();
         for &i in members {
             let r = &self.rules[i as usize];
+            let cand = Cand {
+                pre: Pre::of(r),
+                rule: i,
+            };
             let content = r.fast.and_then(|f| match r.payload.get(f) {
                 Some(matcher::PMatch::Content(c)) => Some(c),
                 _ => None,
             });
             let Some(c) = content else {
-                plain.push(i);
+                plain.push(cand);
                 continue;
             };
             let key = c.pat.to_ascii_lowercase();
@@ -512,8 +536,10 @@ impl RuleSet {
                 pat_rules.push(Vec::new());
                 pats.len() - 1
             });
-            pat_rules[id].push(i);
+            pat_rules[id].push(cand);
         }
+        let pat_pre = Pre::common(pat_rules.iter().flatten().map(|c| &c.pre));
+        let min_pat = pats.iter().map(Vec::len).min().unwrap_or(0);
         let mut ac = None;
         let mut pre = None;
         if !pats.is_empty() {
@@ -533,6 +559,7 @@ impl RuleSet {
             if ac.is_none() {
                 // It cannot fail for plain byte patterns, but never lose rules over it.
                 plain.extend(pat_rules.iter().flatten().copied());
+                plain.sort_by_key(|c| c.rule);
                 pat_rules.clear();
             }
             pre = AhoCorasickBuilder::new()
@@ -545,6 +572,8 @@ impl RuleSet {
             ac,
             pre,
             pat_rules,
+            pat_pre,
+            min_pat,
             plain,
         }
     }
@@ -621,14 +650,28 @@ impl RuleSet {
         } else {
             None
         };
+        let word = pre::word(m, pkt.has_flow, pkt.to_server, pkt.established);
+        let dsize = m.payload_len;
         self.cands.clear();
+        // Each group adds its candidates in rule order, and no rule is in both groups nor
+        // twice in one: sorting is needed only when more than one run was added.
+        let mut runs = 0u32;
         let mut lowered = false;
         for g in [Some(class.wide), port_group].into_iter().flatten() {
             let Some(group) = self.groups.get(g as usize) else {
                 continue;
             };
-            self.cands.extend_from_slice(&group.plain);
-            if payload.is_empty() {
+            let before = self.cands.len();
+            for c in &group.plain {
+                if c.pre.passes(word, dsize) {
+                    self.cands.push(c.rule);
+                }
+            }
+            runs += u32::from(self.cands.len() > before);
+            if payload.len() < group.min_pat.max(1)
+                || group.ac.is_none()
+                || !group.pat_pre.passes(word, dsize)
+            {
                 continue;
             }
             if let (Some(pre), true) = (&group.pre, payload.len() <= LOWER_MAX) {
@@ -648,7 +691,13 @@ impl RuleSet {
                             *s = true;
                             self.touched.push(id as u32);
                             if let Some(rs) = group.pat_rules.get(id) {
-                                self.cands.extend_from_slice(rs);
+                                let before = self.cands.len();
+                                for c in rs {
+                                    if c.pre.passes(word, dsize) {
+                                        self.cands.push(c.rule);
+                                    }
+                                }
+                                runs += u32::from(self.cands.len() > before);
                             }
                         }
                     }
@@ -661,8 +710,22 @@ impl RuleSet {
             }
             self.touched.clear();
         }
-        self.cands.sort_unstable();
-        self.cands.dedup();
+        if runs > 1 {
+            self.cands.sort_unstable();
+        }
+        self.run_cands(pkt, flow, payload, out);
+    }
+
+    /// Checks the candidates in `cands` (in rule order) and applies what matches: flowbits,
+    /// `pass`, thresholds; alerts go to `out`.
+    fn run_cands(
+        &mut self,
+        pkt: &PacketCtx<'_>,
+        flow: &mut FlowRuleState,
+        payload: &[u8],
+        out: &mut Vec<RuleHit>,
+    ) {
+        let m = pkt.meta;
         for ci in 0..self.cands.len() {
             let ri = self.cands[ci];
             let Some(r) = self.rules.get(ri as usize) else {
@@ -803,8 +866,226 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
 }
 
 #[cfg(test)]
+impl RuleSet {
+    /// Every rule in order through the full check: the meaning `inspect` must keep while it
+    /// skips rules (groups, prefilters, pre-checks) for speed.
+    fn inspect_every_rule(
+        &mut self,
+        pkt: &PacketCtx<'_>,
+        flow: &mut FlowRuleState,
+        out: &mut Vec<RuleHit>,
+    ) {
+        out.clear();
+        let m = pkt.meta;
+        if !m.is_ip() || self.rules.is_empty() || (pkt.has_flow && flow.passed) {
+            return;
+        }
+        let payload = m.payload(pkt.frame);
+        self.cands.clear();
+        self.cands.extend(0..self.rules.len() as u32);
+        self.run_cands(pkt, flow, payload, out);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::lowercase_into;
+    use super::{FlowRuleState, PacketCtx, RuleSet, RuleVars};
+    use crate::decode::{decode, LinkType};
+
+    /// Rules beyond the defaults that exercise every pre-check form: flag modes with an
+    /// ignore mask, size bounds, ICMP type and code, flow direction and state, `ip` rules,
+    /// bidirectional and wide port sets, `pass` and flowbits.
+    const EXTRA_RULES: &str = r#"
+alert tcp any any -> any any (msg:"flags any"; flags:*SF; sid:1;)
+alert tcp any any -> any any (msg:"flags not"; flags:!A; dsize:0; sid:2;)
+alert tcp any any -> any any (msg:"flags exact ignore"; flags:PA,U; dsize:>2; sid:3;)
+alert tcp any any -> any any (msg:"flags all"; flags:R+; sid:4;)
+alert tcp any any -> any any (msg:"two flags"; flags:S; flags:!S; sid:5;)
+alert tcp any any -> any 1000:2000 (msg:"wide range"; flow:to_client; dsize:<5; sid:6;)
+alert tcp any any <> any 80 (msg:"bidir"; flow:established; content:"get"; nocase; sid:7;)
+alert udp any any -> any any (msg:"dsize range"; dsize:3<>9; sid:8;)
+alert udp any any -> any any (msg:"dsize ne"; dsize:!4; content:"ab"; sid:9;)
+alert icmp any any -> any any (msg:"itype gt"; itype:>3; icode:0; sid:10;)
+alert icmp any any -> any any (msg:"itype eq"; itype:0; sid:11;)
+alert ip any any -> any any (msg:"ip proto"; ip_proto:17; dsize:>=6; sid:12;)
+alert ip any any -> any any (msg:"ttl"; ttl:<3; sid:13;)
+alert tcp any any -> any any (msg:"not established"; flow:not_established,to_server; flags:S,12; sid:14;)
+alert tcp any any -> any 80 (msg:"set bit"; flow:to_server; content:"POST"; flowbits:set,post; flowbits:noalert; sid:15;)
+alert tcp any 80 -> any any (msg:"read bit"; flowbits:isset,post; content:"200"; sid:16;)
+pass tcp any any -> any 8080 (msg:"pass"; content:"ok"; sid:17;)
+alert tcp any any -> any 8080 (msg:"after pass"; content:"o"; sid:18;)
+alert udp any any -> any 53 (msg:"dns dsize"; dsize:>40; content:"|00 01|"; sid:19;)
+alert icmp any any -> any any (msg:"icmp6 echo"; itype:128; dsize:<100; sid:20;)
+alert tcp any any -> any any (msg:"window"; window:!0; flags:F+; sid:21;)
+alert tcp any any -> any [21,22,23] (msg:"ports flow"; flow:to_client,not_established; sid:22;)
+alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
+"#;
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+            &xs[self.below(xs.len())]
+        }
+    }
+
+    const PAYLOADS: &[&[u8]] = &[
+        b"",
+        b"ok",
+        b"o",
+        b"ab",
+        b"abcd",
+        b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /gate.php HTTP/1.1\r\nHost: 10.1.2.3\r\n\r\nid=1",
+        b"HTTP/1.1 200 OK\r\n\r\nMZ....This program cannot",
+        b"${jndi:ldap://x/a}",
+        b"${${lower:j}ndi:x}",
+        b"530 Login incorrect",
+        b"USER anonymous\r\n",
+        b"PASS secret\r\n",
+        b"id=1' OR 1=1 --",
+        b"a UNION ALL SELECT 1",
+        b"{\"method\":\"login\",\"agent\":\"xmrig\"}",
+        b"mining.subscribe",
+        b"login: ",
+        b"\x18\x03\x02\x00\x03\x01\x40\x00",
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x00\x01",
+        b"EHLO [1.2.3.4]",
+        b"eth_submitWork",
+        b"Authorization: Basic Zm9v",
+    ];
+
+    /// An Ethernet frame: IPv4 or IPv6, then TCP, UDP or ICMP with the given fields.
+    fn frame(rng: &mut Rng) -> Vec<u8> {
+        let addrs: [[u8; 4]; 4] = [[192, 168, 1, 5], [8, 8, 8, 8], [10, 0, 0, 1], [1, 2, 3, 4]];
+        let ports = [
+            21u16, 22, 23, 25, 53, 67, 68, 80, 110, 443, 1500, 3389, 8080, 40000,
+        ];
+        let proto = *rng.pick(&[6u8, 6, 6, 17, 17, 1, 58, 47]);
+        let v6 = proto == 58 || (proto != 1 && rng.below(6) == 0);
+        let mut payload: Vec<u8> = rng.pick(PAYLOADS).to_vec();
+        if rng.below(4) == 0 {
+            payload.make_ascii_uppercase();
+        }
+        if rng.below(5) == 0 {
+            let n = rng.below(300);
+            payload.extend((0..n).map(|_| rng.next() as u8));
+        }
+        let mut l4 = Vec::new();
+        let (sp, dp) = (*rng.pick(&ports), *rng.pick(&ports));
+        match proto {
+            6 => {
+                l4.extend_from_slice(&sp.to_be_bytes());
+                l4.extend_from_slice(&dp.to_be_bytes());
+                l4.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+                l4.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+                let flags = *rng.pick(&[0x02u8, 0x12, 0x10, 0x18, 0x11, 0x04, 0x00, 0x29, 0xc2]);
+                let flags = if rng.below(8) == 0 {
+                    rng.next() as u8
+                } else {
+                    flags
+                };
+                l4.extend_from_slice(&[0x50, flags]);
+                l4.extend_from_slice(&(rng.below(2) as u16 * 512).to_be_bytes());
+                l4.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            17 => {
+                l4.extend_from_slice(&sp.to_be_bytes());
+                l4.extend_from_slice(&dp.to_be_bytes());
+                l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                l4.extend_from_slice(&[0, 0]);
+            }
+            1 | 58 => {
+                let typ = *rng.pick(&[0u8, 3, 8, 11, 128, 129]);
+                l4.extend_from_slice(&[typ, rng.below(2) as u8, 0, 0]);
+                l4.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+            }
+            _ => {}
+        }
+        l4.extend_from_slice(&payload);
+        let (src, dst) = (*rng.pick(&addrs), *rng.pick(&addrs));
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 1 + rng.below(64) as u8]);
+            for a in [src, dst] {
+                f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                f.extend_from_slice(&a);
+            }
+        } else {
+            // One in eight a later fragment (no usable L4 header).
+            let frag: u16 = if rng.below(8) == 0 { 0x0010 } else { 0 };
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+            f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 1]);
+            f.extend_from_slice(&frag.to_be_bytes());
+            f.extend_from_slice(&[1 + rng.below(64) as u8, proto, 0, 0]);
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&dst);
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+
+    /// The fast path (groups, prefilters, pre-checks, merged candidate runs) alerts exactly
+    /// as checking every rule in order would, flowbits, `pass` and thresholds included.
+    #[test]
+    fn inspect_equals_checking_every_rule() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut text = String::from(EXTRA_RULES);
+        for f in ["phantomnet.rules", "phantomnet-threats.rules"] {
+            text.push_str(&std::fs::read_to_string(dir.join(f)).unwrap());
+        }
+        let vars = RuleVars::default_home();
+        let (mut fast, rep) = RuleSet::parse_str(&text, "t.rules", &vars, 64);
+        assert!(rep.skipped.is_empty(), "{:?}", rep.skipped);
+        let (mut every, _) = RuleSet::parse_str(&text, "t.rules", &vars, 64);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut flows_fast = [FlowRuleState::default(); 8];
+        let mut flows_every = flows_fast;
+        let (mut out_fast, mut out_every) = (Vec::with_capacity(64), Vec::with_capacity(64));
+        let (mut alerts, mut ts) = (0, 0i64);
+        let mut hit = std::collections::BTreeSet::new();
+        for step in 0..40_000 {
+            let f = frame(&mut rng);
+            let meta = decode(LinkType::Ethernet, &f, f.len() as u32);
+            ts += rng.below(300_000) as i64;
+            let pkt = PacketCtx {
+                ts,
+                meta: &meta,
+                frame: &f,
+                has_flow: rng.below(4) != 0,
+                to_server: rng.below(2) == 0,
+                established: rng.below(2) == 0,
+            };
+            let fi = rng.below(8);
+            if rng.below(200) == 0 {
+                flows_fast[fi] = FlowRuleState::default();
+                flows_every[fi] = FlowRuleState::default();
+            }
+            fast.inspect(&pkt, &mut flows_fast[fi], &mut out_fast);
+            every.inspect_every_rule(&pkt, &mut flows_every[fi], &mut out_every);
+            assert_eq!(out_fast, out_every, "step {step}: {meta:?}");
+            assert_eq!(flows_fast[fi], flows_every[fi], "step {step}");
+            alerts += out_fast.len();
+            hit.extend(out_fast.iter().map(|h| fast.info(h.rule).sid));
+        }
+        // The traffic must reach many rules for the comparison to mean anything.
+        println!("{alerts} alerts from {} rules: {hit:?}", hit.len());
+        assert!(alerts > 2_000, "only {alerts} alerts");
+        assert!(hit.len() >= 25, "only {} rules alerted: {hit:?}", hit.len());
+    }
 
     #[test]
     fn swar_lowercase_matches_std_for_every_byte_and_tail() {

@@ -127,15 +127,17 @@ impl TableKey for TKey {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// One tracking entry: exactly one cache line (48-byte key, window start, counts), so a
+/// check touches one line of `slots` (it was 80 bytes, most spanning two lines). Every
+/// entry in `slots` is in use; an evicted entry's hash is recomputed from its key (three
+/// multiplies on a line already read) rather than stored.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 struct Slot {
     key: TKey,
-    /// `key`'s hash, so an evicted entry leaves the index without hashing it again.
-    hash: u64,
     start: Micros,
     count: u32,
     nuniq: u8,
-    used: bool,
 }
 
 /// The tracking table: entries in `slots`, found through an open-addressing index (twice
@@ -178,9 +180,15 @@ impl Tracker {
         let (idx, created) = match self.index.find(h, |s| slots[s as usize].key == key) {
             Some((_, i)) => (i as usize, false),
             None => {
+                let slot = Slot {
+                    key,
+                    start: ts,
+                    count: 0,
+                    nuniq: 0,
+                };
                 let i = if self.slots.len() < self.cap {
                     // Filling up: the next never-used entry (within the reserved capacity).
-                    self.slots.push(Slot::default());
+                    self.slots.push(slot);
                     if self.uniq.len() < self.uniq.capacity() {
                         self.uniq.push([0; UNIQ_CAP]);
                     }
@@ -189,22 +197,13 @@ impl Tracker {
                     // Full: round-robin over the entries, oldest created first.
                     let i = self.next;
                     self.next = (self.next + 1) % self.cap;
-                    i
-                };
-                let old = &self.slots[i];
-                if old.used {
-                    if let Some((at, _)) = self.index.find(old.hash, |s| s as usize == i) {
+                    let old = self.slots[i].key.hash_with(self.seed);
+                    if let Some((at, _)) = self.index.find(old, |s| s as usize == i) {
                         self.index.remove_at(at);
                     }
                     self.evicted += 1;
-                }
-                self.slots[i] = Slot {
-                    key,
-                    hash: h,
-                    start: ts,
-                    count: 0,
-                    nuniq: 0,
-                    used: true,
+                    self.slots[i] = slot;
+                    i
                 };
                 self.index.insert(h, i as u32);
                 (i, true)
@@ -218,6 +217,12 @@ impl Tracker {
             slot.nuniq = 0;
         }
         if let (Some(_), ThreshKind::DetectionFilter) = (spec.unique_on, spec.kind) {
+            // Past the count every match alerts until the window ends (the distinct count
+            // only grows within a window, and a key always has the same spec): no need to
+            // scan the ports. A scanner past 64 ports made every check scan all 64.
+            if u32::from(slot.nuniq) > spec.count {
+                return true;
+            }
             if let Some(ports) = self.uniq.get_mut(idx) {
                 let n = usize::from(slot.nuniq);
                 if n < UNIQ_CAP && !ports[..n].contains(&port) {
@@ -358,6 +363,13 @@ mod tests {
         assert!(evicted > 1000, "the test must evict: {evicted}");
     }
 
+    /// The layout the tracker's cache behaviour rests on.
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    }
+
     #[test]
     fn unique_on_counts_distinct_ports() {
         let s = ThreshSpec {
@@ -371,5 +383,10 @@ mod tests {
         assert!(!t.check(&s, k, 2, 443));
         assert!(t.check(&s, k, 3, 22));
         assert!(t.check(&s, k, 4, 22));
+        assert!(t.check(&s, k, 5, 8080));
+        // A new window counts from nothing again.
+        assert!(!t.check(&s, k, 70_000_000, 22));
+        assert!(!t.check(&s, k, 70_000_001, 23));
+        assert!(t.check(&s, k, 70_000_002, 24));
     }
 }
