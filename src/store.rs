@@ -6,9 +6,8 @@
 //! (SAFE windows are counted per tick, not stored one by one) and `feature_samples`
 //! (learning mode). `flows` is a view over `flow_chunks` (up to 1,024 flows a row, as a
 //! dense JSON array the view decodes; docs/DECISIONS.md). Times are Unix seconds as `REAL`;
-//! addresses are canonical text;
-//! `proto` is Suricata's name; `flow_id` is the 64-bit id bit-cast to SQLite's signed
-//! INTEGER (ids below 2^63 read the same in SQL).
+//! addresses are canonical text; `proto` is Suricata's name; `flow_id` is the 64-bit id
+//! bit-cast to SQLite's signed INTEGER (ids below 2^63 read the same in SQL).
 //!
 //! Writes go through [`Tick`] (`store.begin()` … `commit()`), or through a [`Batch`] the
 //! caller fills during a second and hands to [`Store::write`]: a failed write (disk full,
@@ -185,14 +184,17 @@ const V4_DENSE_FLOWS: &str = concat!(
                     ELSE proto END,
                 CASE reason WHEN 'timeout' THEN 0 WHEN 'closed' THEN 1 WHEN 'evicted' THEN 2
                     WHEN 'shutdown' THEN 3 ELSE reason END), ']')
-            || iif(ps OR bs OR fl OR d OR pc OR bc, ',' || ps, '')
-            || iif(bs OR fl OR d OR pc OR bc, ',' || bs, '')
-            || iif(fl OR d OR pc OR bc, ',' || fl, '')
-            || iif(d OR pc OR bc, ',' || d, '')
-            || iif(pc OR bc, ',' || pc, '')
-            || iif(bc, ',' || bc, '')
+            || iif(tail >= 1, ',' || json_quote(ps), '')
+            || iif(tail >= 2, ',' || json_quote(bs), '')
+            || iif(tail >= 3, ',' || json_quote(fl), '')
+            || iif(tail >= 4, ',' || json_quote(d), '')
+            || iif(tail >= 5, ',' || json_quote(pc), '')
+            || iif(tail >= 6, ',' || json_quote(bc), '')
             || ']') ORDER BY k)
         FROM (SELECT *,
+                CASE WHEN bc IS NOT 0 THEN 6 WHEN pc IS NOT 0 THEN 5 WHEN d IS NOT 0 THEN 4
+                    WHEN fl IS NOT 0 THEN 3 WHEN bs IS NOT 0 THEN 2 WHEN ps IS NOT 0 THEN 1
+                    ELSE 0 END AS tail,
                 CASE WHEN src NOT GLOB '*[^0-9.]*' AND json_valid(src_j) THEN
                     CASE WHEN json_array_length(src_j) = 4 THEN ((src_j ->> 0) << 24)
                         + ((src_j ->> 1) << 16) + ((src_j ->> 2) << 8) + (src_j ->> 3) END
@@ -1922,6 +1924,253 @@ mod open_tests {
             assert_eq!(q("mmap_size"), 0);
             assert_eq!(q("journal_size_limit"), 4 << 20);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod flow_encoding_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn udp_flood_flow(flow_id: u64, start: Micros) -> FlowRow {
+        FlowRow {
+            flow_id,
+            start,
+            end: start,
+            src: IpAddr::V4(Ipv4Addr::new(103, 150, 75, 26)),
+            src_port: 161,
+            dst: IpAddr::V4(Ipv4Addr::new(10, 10, 10, 10)),
+            dst_port: 54_609,
+            proto: 17,
+            pkts_to_server: 1,
+            pkts_to_client: 0,
+            bytes_to_server: 68,
+            bytes_to_client: 0,
+            tcp_flags: 0,
+            reason: "evicted",
+        }
+    }
+
+    fn element(t0: Micros, flow_id0: Option<i64>, j: usize, f: &FlowRow) -> String {
+        let mut out = Vec::new();
+        push_flow_json(&mut out, t0, flow_id0, j, f, &mut IpText::new());
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The format the view decodes, element by element (flow_columns_sql's table).
+    #[test]
+    fn a_flood_flow_is_a_short_array_of_small_integers() {
+        let f = udp_flood_flow(53_863, 1_000_004_651);
+        // The 4th flow of a chunk whose first id is 53,860: relative id 0.
+        assert_eq!(
+            element(1_000_000_000, Some(53_860), 3, &f),
+            "[0,4651,1737902874,161,168430090,54609,17,2,1,68]"
+        );
+        // v3 wrote the same flow as
+        // [53863,4651,0,"103.150.75.26",161,"10.10.10.10",54609,"UDP",1,0,68,0,0,"evicted"]
+        // (84 bytes); this is 50.
+        let mut g = f;
+        g.src = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        g.proto = 99;
+        g.reason = "x";
+        g.end = g.start + 7;
+        g.pkts_to_client = 2;
+        g.tcp_flags = 0x12;
+        assert_eq!(
+            element(1_000_000_000, None, 3, &g),
+            "[53863,4651,\"2001:db8::1\",161,168430090,54609,\"OTHER\",\"x\",1,68,18,7,2]"
+        );
+    }
+
+    #[test]
+    fn ids_far_from_zero_make_the_chunk_absolute() {
+        let near = udp_flood_flow(5, 0);
+        let minus_one = udp_flood_flow(u64::MAX, 0);
+        let far = udp_flood_flow(0x7fff_0000_1234_5678, 0);
+        assert_eq!(chunk_flow_id0(&[near, minus_one]), Some(5));
+        assert_eq!(chunk_flow_id0(&[near, far]), None);
+        assert_eq!(chunk_flow_id0(&[]), None);
+        assert_eq!(
+            element(0, Some(5), 1, &minus_one).split(',').next(),
+            Some("[-7")
+        );
+    }
+
+    /// A v3 file made by the v3 SQL itself (flow rows in the v1 table, moved into chunks by
+    /// the v3 migration), plus a chunk as the v3 writer wrote it: the v4 migration keeps every
+    /// chunk's id and bounds and every value the view shows, and writes exactly what the v4
+    /// writer writes for the same flows.
+    #[test]
+    fn migrating_v3_chunks_keeps_the_view_and_matches_the_writer() {
+        let dir = std::env::temp_dir().join(format!("pn-store-v3v4-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v3.db");
+        let v6: IpAddr = "fe80::211:22ff:fe33:4455".parse().unwrap();
+        let t0: Micros = 1_709_208_000_250_001;
+        let flows: Vec<FlowRow> = (0..1_100u64)
+            .map(|i| {
+                let mut f = udp_flood_flow(1_000 + i * (i % 3), t0 + i as i64 * 997);
+                f.end = f.start + (i as i64 % 4) * 1_234_567;
+                f.src = match i % 5 {
+                    0 => v6,
+                    1 => IpAddr::V4(Ipv4Addr::from(u32::MAX)),
+                    2 => IpAddr::V4(Ipv4Addr::from(0)),
+                    _ => IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(2_654_435_761))),
+                };
+                f.proto = [6, 17, 1, 58, 2, 47, 50, 51, 132, 0, 99][i as usize % 11];
+                f.reason = ["timeout", "closed", "evicted", "shutdown", "x"][i as usize % 5];
+                f.pkts_to_server = i % 2;
+                f.bytes_to_server = (i % 2) * 60;
+                f.tcp_flags = (i % 7) as u8;
+                f.pkts_to_client = i % 6 / 5;
+                f.bytes_to_client = (i % 6 / 5) * (1 << 40);
+                f
+            })
+            .collect();
+        let mut ip = IpText::new();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            for (i, f) in flows.iter().enumerate() {
+                let src = ip.set(f.src).to_string();
+                let dst = ip.set(f.dst).to_string();
+                conn.execute(
+                    "INSERT INTO flows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     ?12, ?13, ?14, ?15)",
+                    params![
+                        i as i64 + 1,
+                        f.flow_id as i64,
+                        micros_to_secs(f.start),
+                        micros_to_secs(f.end),
+                        src,
+                        f.src_port,
+                        dst,
+                        f.dst_port,
+                        proto_name(f.proto),
+                        f.pkts_to_server as i64,
+                        f.pkts_to_client as i64,
+                        f.bytes_to_server as i64,
+                        f.bytes_to_client as i64,
+                        f.tcp_flags,
+                        f.reason
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute_batch("COMMIT").unwrap();
+            conn.execute_batch(MIGRATIONS[2]).unwrap();
+            // As the v3 writer wrote chunks: one with an id far from zero, and one a user's
+            // tool might have inserted with a non-canonical IPv4 text, kept as text.
+            conn.execute_batch(
+                r#"INSERT INTO flow_chunks(first_id, n, t0, "end", rows) VALUES
+                   (1101, 2, 1709208001000000, 1709208001.5,
+                    '[[9223090566172966520,0,0,"45.152.16.91",161,"10.10.10.10",12294,"UDP",1,0,75,0,0,"evicted"],[3,500000,0,"010.0.0.1",53,"1.2.3",0,"","1",0,0,0,0,"shutdown"]]');
+                   PRAGMA user_version = 3;"#,
+            )
+            .unwrap();
+        }
+        let dump = |conn: &Connection| -> Vec<String> {
+            let mut st = conn.prepare("SELECT * FROM flows ORDER BY id").unwrap();
+            let n = st.column_count();
+            st.query_map([], |r| {
+                let mut row = String::new();
+                for c in 0..n {
+                    let v: rusqlite::types::Value = r.get(c)?;
+                    row.push_str(&format!("{v:?}|"));
+                }
+                Ok(row)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let chunk_bounds = "SELECT id, first_id, n, t0, \"end\" FROM flow_chunks ORDER BY id";
+        let bounds = |conn: &Connection| -> Vec<(i64, i64, i64, i64, f64)> {
+            conn.prepare(chunk_bounds)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let bytes = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT sum(length(rows)) FROM flow_chunks", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        let conn = Connection::open(&path).unwrap();
+        let (v3_view, v3_bounds, v3_bytes) = (dump(&conn), bounds(&conn), bytes(&conn));
+        assert_eq!(v3_view.len(), 1_102);
+        assert_eq!(
+            v3_bounds.len(),
+            3,
+            "two chunks from the v3 SQL, one as written"
+        );
+        drop(conn);
+
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 4);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(dump(&conn), v3_view);
+        assert_eq!(bounds(&conn), v3_bounds);
+        let v4_bytes = bytes(&conn);
+        assert!(
+            v4_bytes * 10 < v3_bytes * 8,
+            "{v3_bytes} -> {v4_bytes} bytes"
+        );
+        assert_eq!(store.count(Table::Flows).unwrap(), 1_102);
+
+        // The migrated chunks hold exactly what the writer writes for the same flows.
+        let mut st = conn
+            .prepare("SELECT t0, flow_id0, rows FROM flow_chunks ORDER BY id LIMIT 2")
+            .unwrap();
+        let chunks: Vec<(i64, Option<i64>, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut next = 0;
+        for (t0, flow_id0, rows) in &chunks {
+            let n = FLOWS_PER_CHUNK.min(flows.len() - next);
+            let chunk = &flows[next..next + n];
+            assert_eq!(*flow_id0, chunk_flow_id0(chunk));
+            let mut want = b"[".to_vec();
+            for (j, f) in chunk.iter().enumerate() {
+                if j > 0 {
+                    want.push(b',');
+                }
+                push_flow_json(&mut want, *t0, *flow_id0, j, f, &mut ip);
+            }
+            want.push(b']');
+            assert_eq!(rows.as_bytes(), &want[..]);
+            next += n;
+        }
+        assert_eq!(next, flows.len());
+        let (flow_id0, last): (Option<i64>, String) = conn
+            .query_row(
+                "SELECT flow_id0, rows FROM flow_chunks ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(flow_id0, None, "an id beyond 2^61 keeps the chunk absolute");
+        assert_eq!(
+            last,
+            "[[9223090566172966520,0,764940379,161,168430090,12294,17,2,1,75],\
+             [3,500000,\"010.0.0.1\",53,\"1.2.3\",0,0,3,\"1\"]]"
+        );
+        drop(st);
+        drop((conn, store));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
