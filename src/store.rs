@@ -4,10 +4,10 @@
 //!
 //! Layout (DESIGN section 6): `verdicts`, `alerts`, `flows`, `meta`, plus `window_counts`
 //! (SAFE windows are counted per tick, not stored one by one) and `feature_samples`
-//! (learning mode). `flows` is a view over `flow_chunks` (up to 1,024 flows a row, as JSON;
-//! docs/DECISIONS.md). Times are Unix seconds as `REAL`; addresses are canonical text;
-//! `proto` is Suricata's name; `flow_id` is the 64-bit id bit-cast to SQLite's signed
-//! INTEGER (ids below 2^63 read the same in SQL).
+//! (learning mode). `flows` is a view over `flow_chunks` (up to 1,024 flows a row, as a
+//! dense JSON array the view decodes; docs/DECISIONS.md). Times are Unix seconds as `REAL`;
+//! addresses are canonical text; `proto` is Suricata's name; `flow_id` is the 64-bit id
+//! bit-cast to SQLite's signed INTEGER (ids below 2^63 read the same in SQL).
 //!
 //! Writes go through [`Tick`] (`store.begin()` … `commit()`), or through a [`Batch`] the
 //! caller fills during a second and hands to [`Store::write`]: a failed write (disk full,
@@ -30,14 +30,9 @@ use crate::features::{FeatureVector, N_FEATURES};
 /// `PRAGMA application_id` of PhantomNet databases ("PhNt"), so we never migrate a stranger's file.
 pub const APPLICATION_ID: i32 = 0x5068_4e74;
 
-/// The columns of the `flows` view (one row per finished flow) over
-/// `flow_chunks AS c, json_each(c.rows) AS j`. A chunk's `rows` is a JSON array of arrays,
-/// one per flow, in the order [`push_flow_json`] writes; its times are integer
-/// microseconds (start after the chunk's `t0`, then the duration), shown as Unix seconds like
-/// every other table's. `json_extract` and
-/// `json_each` are in every SQLite since 3.38 (and in older ones built with JSON1), so the
-/// view reads the same in a user's sqlite3 shell.
-macro_rules! flow_columns_sql {
+/// The columns of the `flows` view as schema v3 defined it (its migration creates that view;
+/// v4 replaces it with [`flow_columns_sql`]). Kept verbatim: migrations are never edited.
+macro_rules! v3_flow_columns_sql {
     () => {
         "c.first_id + j.key AS id, \
          json_extract(j.value, '$[0]') AS flow_id, \
@@ -57,6 +52,176 @@ macro_rules! flow_columns_sql {
          json_extract(j.value, '$[13]') AS reason"
     };
 }
+
+/// Dotted-quad text of the IPv4 address held as the integer `$e`.
+macro_rules! ipv4_text_sql {
+    ($e:literal) => {
+        concat!(
+            "printf('%d.%d.%d.%d', ",
+            $e,
+            " >> 24, (",
+            $e,
+            " >> 16) & 255, (",
+            $e,
+            " >> 8) & 255, ",
+            $e,
+            " & 255)"
+        )
+    };
+}
+
+/// An address column from element `$i`: an IPv4 address is stored as its 32-bit integer,
+/// an IPv6 address as its canonical text. The element is extracted once in a scalar
+/// subquery: written out, each of its five uses parsed the flow's JSON again (a full scan
+/// of the view took 1.7 times as long).
+macro_rules! addr_sql {
+    ($i:literal) => {
+        concat!(
+            "(SELECT CASE typeof(a) WHEN 'integer' THEN ",
+            ipv4_text_sql!("a"),
+            " ELSE a END FROM (SELECT j.value ->> ",
+            $i,
+            " AS a))"
+        )
+    };
+}
+
+/// `proto` from element `$e`: the IP protocol number of every protocol
+/// [`proto_name`] names, mapped back to that name, or the name itself as text ("OTHER").
+macro_rules! proto_sql {
+    ($e:literal) => {
+        concat!(
+            "CASE ",
+            $e,
+            " WHEN 6 THEN 'TCP' WHEN 17 THEN 'UDP' WHEN 1 THEN 'ICMP' \
+             WHEN 58 THEN 'IPv6-ICMP' WHEN 2 THEN 'IGMP' WHEN 47 THEN 'GRE' WHEN 50 THEN 'ESP' \
+             WHEN 51 THEN 'AH' WHEN 132 THEN 'SCTP' WHEN 0 THEN '' ELSE ",
+            $e,
+            " END"
+        )
+    };
+}
+
+/// `reason` from element `$e`: a code of [`REASONS`], or any other reason as text.
+macro_rules! reason_sql {
+    ($e:literal) => {
+        concat!(
+            "CASE ",
+            $e,
+            " WHEN 0 THEN 'timeout' WHEN 1 THEN 'closed' WHEN 2 THEN 'evicted' \
+             WHEN 3 THEN 'shutdown' ELSE ",
+            $e,
+            " END"
+        )
+    };
+}
+
+/// The columns of the `flows` view (one row per finished flow) over
+/// `flow_chunks AS c, json_each(c.rows) AS j`, since schema v4. A chunk's `rows` is a JSON
+/// array of arrays, one per flow, as [`push_flow_json`] writes them:
+///
+/// | element | column |
+/// |---|---|
+/// | 0 | `flow_id` − (`c.flow_id0` + position in the chunk); the id itself where `flow_id0` is NULL |
+/// | 1 | `start`, µs after the chunk's `t0` |
+/// | 2, 4 | `src`, `dst`: IPv4 as a 32-bit integer, IPv6 as text |
+/// | 3, 5 | `src_port`, `dst_port` |
+/// | 6 | `proto`: the protocol number for named protocols, else the name |
+/// | 7 | `reason`: 0 timeout, 1 closed, 2 evicted, 3 shutdown, else the text |
+/// | 8–13 | `pkts_to_server`, `bytes_to_server`, `tcp_flags`, duration (µs, `end` − `start`), `pkts_to_client`, `bytes_to_client`; trailing zeros are left out |
+///
+/// Times read as Unix seconds like every other table's. `->>` and `json_each` are in every
+/// SQLite since 3.38, so the view reads the same in a user's sqlite3 shell.
+macro_rules! flow_columns_sql {
+    () => {
+        concat!(
+            "c.first_id + j.key AS id, \
+             coalesce(c.flow_id0 + j.key, 0) + (j.value ->> 0) AS flow_id, \
+             (c.t0 + (j.value ->> 1)) / 1e6 AS start, \
+             (c.t0 + (j.value ->> 1) + coalesce(j.value ->> 11, 0)) / 1e6 AS \"end\", ",
+            addr_sql!("2"),
+            " AS src, j.value ->> 3 AS src_port, ",
+            addr_sql!("4"),
+            " AS dst, j.value ->> 5 AS dst_port, ",
+            proto_sql!("(j.value ->> 6)"),
+            " AS proto, \
+             coalesce(j.value ->> 8, 0) AS pkts_to_server, \
+             coalesce(j.value ->> 12, 0) AS pkts_to_client, \
+             coalesce(j.value ->> 9, 0) AS bytes_to_server, \
+             coalesce(j.value ->> 13, 0) AS bytes_to_client, \
+             coalesce(j.value ->> 10, 0) AS tcp_flags, ",
+            reason_sql!("(j.value ->> 7)"),
+            " AS reason"
+        )
+    };
+}
+
+/// Schema v4: the denser flow elements of [`flow_columns_sql`] (about 57 bytes a flood's flow
+/// instead of 86: bytes SQLite writes twice, to the WAL and at checkpoint). Every chunk is
+/// re-encoded in place with its id, `first_id`, `n`, `t0` and `end`; the `flows` view reads
+/// the same columns, types and values as before. An address is stored as an integer only if
+/// the view turns that integer back into exactly the old text; ids are relative only where
+/// every id of the chunk is within ±2^61, so the view's sum cannot overflow.
+const V4_DENSE_FLOWS: &str = concat!(
+    r#"
+    ALTER TABLE flow_chunks ADD COLUMN flow_id0 INTEGER;
+    UPDATE flow_chunks SET flow_id0 = rows ->> '$[0][0]'
+        WHERE NOT EXISTS (SELECT 1 FROM json_each(flow_chunks.rows)
+            WHERE (value ->> 0) NOT BETWEEN -2305843009213693952 AND 2305843009213693951);
+    UPDATE flow_chunks SET rows = (
+        -- Each step materialized once per chunk (1,024 rows): inlined, every use of src4
+        -- would parse the address again (four times slower).
+        WITH v3 AS MATERIALIZED (
+            SELECT key AS k, value ->> 0 AS fid, value ->> 1 AS s, value ->> 2 AS d,
+                value ->> 3 AS src, value ->> 4 AS sp, value ->> 5 AS dst,
+                value ->> 6 AS dp, value ->> 7 AS proto, value ->> 8 AS ps,
+                value ->> 9 AS pc, value ->> 10 AS bs, value ->> 11 AS bc,
+                value ->> 12 AS fl, value ->> 13 AS reason,
+                '[' || replace(value ->> 3, '.', ',') || ']' AS src_j,
+                '[' || replace(value ->> 5, '.', ',') || ']' AS dst_j
+            FROM json_each(flow_chunks.rows)),
+        e AS MATERIALIZED (SELECT *,
+                CASE WHEN bc IS NOT 0 THEN 6 WHEN pc IS NOT 0 THEN 5 WHEN d IS NOT 0 THEN 4
+                    WHEN fl IS NOT 0 THEN 3 WHEN bs IS NOT 0 THEN 2 WHEN ps IS NOT 0 THEN 1
+                    ELSE 0 END AS tail,
+                CASE WHEN src NOT GLOB '*[^0-9.]*' AND json_valid(src_j) THEN
+                    CASE WHEN json_array_length(src_j) = 4 THEN ((src_j ->> 0) << 24)
+                        + ((src_j ->> 1) << 16) + ((src_j ->> 2) << 8) + (src_j ->> 3) END
+                END AS src4,
+                CASE WHEN dst NOT GLOB '*[^0-9.]*' AND json_valid(dst_j) THEN
+                    CASE WHEN json_array_length(dst_j) = 4 THEN ((dst_j ->> 0) << 24)
+                        + ((dst_j ->> 1) << 16) + ((dst_j ->> 2) << 8) + (dst_j ->> 3) END
+                END AS dst4
+            FROM v3)
+        SELECT json_group_array(json(
+            rtrim(json_array(
+                fid - coalesce(flow_chunks.flow_id0 + k, 0), s,
+                iif("#,
+    ipv4_text_sql!("src4"),
+    r#" = src, src4, src), sp,
+                iif("#,
+    ipv4_text_sql!("dst4"),
+    r#" = dst, dst4, dst), dp,
+                CASE proto WHEN 'TCP' THEN 6 WHEN 'UDP' THEN 17 WHEN 'ICMP' THEN 1
+                    WHEN 'IPv6-ICMP' THEN 58 WHEN 'IGMP' THEN 2 WHEN 'GRE' THEN 47
+                    WHEN 'ESP' THEN 50 WHEN 'AH' THEN 51 WHEN 'SCTP' THEN 132 WHEN '' THEN 0
+                    ELSE proto END,
+                CASE reason WHEN 'timeout' THEN 0 WHEN 'closed' THEN 1 WHEN 'evicted' THEN 2
+                    WHEN 'shutdown' THEN 3 ELSE reason END), ']')
+            || iif(tail >= 1, ',' || json_quote(ps), '')
+            || iif(tail >= 2, ',' || json_quote(bs), '')
+            || iif(tail >= 3, ',' || json_quote(fl), '')
+            || iif(tail >= 4, ',' || json_quote(d), '')
+            || iif(tail >= 5, ',' || json_quote(pc), '')
+            || iif(tail >= 6, ',' || json_quote(bc), '')
+            || ']') ORDER BY k)
+        FROM e);
+    DROP VIEW flows;
+    CREATE VIEW flows AS SELECT "#,
+    flow_columns_sql!(),
+    r#" FROM flow_chunks AS c, json_each(c.rows) AS j;
+    "#
+);
 
 /// Forward migrations: step `i` takes `user_version` `i` to `i + 1`. Append, never edit.
 const MIGRATIONS: &[&str] = &[
@@ -128,10 +293,11 @@ const MIGRATIONS: &[&str] = &[
         GROUP BY run, part ORDER BY min(id);
     DROP TABLE flows;
     CREATE VIEW flows AS SELECT "#,
-        flow_columns_sql!(),
+        v3_flow_columns_sql!(),
         r#" FROM flow_chunks AS c, json_each(c.rows) AS j;
     "#
     ),
+    V4_DENSE_FLOWS,
 ];
 
 /// The schema version this build writes.
@@ -154,10 +320,12 @@ const INSERT_ALERT: &str =
 const INSERT_VERDICT: &str = "INSERT INTO verdicts(ts, host, verdict, level, risk, anomaly_score, \
      confidence, reasons_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 /// One chunk of flows; its flows' ids follow on from the newest chunk's.
-const INSERT_FLOW_CHUNK: &str = "INSERT INTO flow_chunks(first_id, n, t0, \"end\", rows) \
+const INSERT_FLOW_CHUNK: &str =
+    "INSERT INTO flow_chunks(first_id, n, t0, \"end\", flow_id0, rows) \
      VALUES (coalesce((SELECT first_id + n FROM flow_chunks ORDER BY id DESC LIMIT 1), 1), \
-     ?1, ?2, ?3, ?4)";
-/// Flows per chunk: about 90 KiB of JSON, copied once by SQLite into overflow pages.
+     ?1, ?2, ?3, ?4, ?5)";
+/// Flows per chunk: about 55 KiB of JSON under a flood, copied once by SQLite into overflow
+/// pages.
 pub const FLOWS_PER_CHUNK: usize = 1024;
 
 /// A text value from bytes, for `raw_bind_parameter`.
@@ -199,40 +367,80 @@ fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// Appends one flow as the JSON array the `flows` view reads ([`flow_columns_sql`]):
-/// flow id, start (µs after `t0`), duration (µs), src, src port, dst, dst port, proto,
-/// packets and bytes each way, TCP flags, reason. By hand: through serde this cost more
-/// than SQLite's copy. Relative times save a quarter of the bytes written to flash.
-fn push_flow_json(out: &mut Vec<u8>, t0: Micros, f: &FlowRow, ip: &mut IpText) {
+/// The reasons a flow ends with, stored as their index ([`reason_sql`] maps them back).
+const REASONS: [&str; 4] = ["timeout", "closed", "evicted", "shutdown"];
+
+/// Flow ids are stored relative to the chunk's `flow_id0` only when every id of the chunk
+/// is within ±`REL_ID_BOUND`: then neither the difference nor the view's sum overflows.
+const REL_ID_BOUND: i64 = 1 << 61;
+
+/// The chunk's `flow_id0`: the first flow's id, or `None` (absolute ids) if some id is too
+/// far from zero to be stored relative to it.
+fn chunk_flow_id0(chunk: &[FlowRow]) -> Option<i64> {
+    let in_bounds = |f: &FlowRow| (-REL_ID_BOUND..REL_ID_BOUND).contains(&(f.flow_id as i64));
+    let first = chunk.first()?;
+    chunk.iter().all(in_bounds).then_some(first.flow_id as i64)
+}
+
+/// Appends an address element: IPv4 as its 32-bit integer, IPv6 as canonical text.
+fn push_addr(out: &mut Vec<u8>, addr: IpAddr, ip: &mut IpText) {
+    match addr {
+        IpAddr::V4(v4) => push_int(out, i64::from(u32::from(v4))),
+        IpAddr::V6(_) => push_json_str(out, ip.set_bytes(addr)),
+    }
+}
+
+/// Appends flow `j` of a chunk as the JSON array the `flows` view reads
+/// ([`flow_columns_sql`] lists the elements): small integers where the text was long (flow
+/// id relative to `flow_id0 + j`, IPv4 addresses, protocol and reason codes), and no trailing
+/// zero counters. A one-packet flow of a flood takes about 55 bytes, against 86 as text in
+/// schema v3 and 112 with absolute times before that. By hand: through serde this cost more
+/// than SQLite's copy.
+fn push_flow_json(
+    out: &mut Vec<u8>,
+    t0: Micros,
+    flow_id0: Option<i64>,
+    j: usize,
+    f: &FlowRow,
+    ip: &mut IpText,
+) {
     out.push(b'[');
-    push_int(out, f.flow_id as i64);
+    let id = f.flow_id as i64;
+    // In bounds (chunk_flow_id0), so neither operation can overflow.
+    push_int(out, flow_id0.map_or(id, |base| id - (base + j as i64)));
     out.push(b',');
     push_int(out, f.start.saturating_sub(t0));
     out.push(b',');
-    push_int(out, f.end.saturating_sub(f.start));
-    out.push(b',');
-    push_json_str(out, ip.set_bytes(f.src));
+    push_addr(out, f.src, ip);
     out.push(b',');
     push_int(out, i64::from(f.src_port));
     out.push(b',');
-    push_json_str(out, ip.set_bytes(f.dst));
+    push_addr(out, f.dst, ip);
     out.push(b',');
     push_int(out, i64::from(f.dst_port));
     out.push(b',');
-    push_json_str(out, proto_name(f.proto).as_bytes());
-    for v in [
-        f.pkts_to_server,
-        f.pkts_to_client,
-        f.bytes_to_server,
-        f.bytes_to_client,
-    ] {
-        out.push(b',');
-        push_int(out, to_i64(v));
+    match proto_name(f.proto) {
+        "OTHER" => push_json_str(out, b"OTHER"),
+        _ => push_int(out, i64::from(f.proto)),
     }
     out.push(b',');
-    push_int(out, i64::from(f.tcp_flags));
-    out.push(b',');
-    push_json_str(out, f.reason.as_bytes());
+    match REASONS.iter().position(|&r| r == f.reason) {
+        Some(code) => push_int(out, code as i64),
+        None => push_json_str(out, f.reason.as_bytes()),
+    }
+    let tail = [
+        to_i64(f.pkts_to_server),
+        to_i64(f.bytes_to_server),
+        i64::from(f.tcp_flags),
+        f.end.saturating_sub(f.start),
+        to_i64(f.pkts_to_client),
+        to_i64(f.bytes_to_client),
+    ];
+    let keep = tail.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
+    for &v in &tail[..keep] {
+        out.push(b',');
+        push_int(out, v);
+    }
     out.push(b']');
 }
 
@@ -1134,12 +1342,13 @@ impl Tick<'_> {
             json.clear();
             json.push(b'[');
             let t0 = chunk.iter().map(|f| f.start).min().unwrap_or(0);
+            let flow_id0 = chunk_flow_id0(chunk);
             let mut end = Micros::MIN;
             for (i, f) in chunk.iter().enumerate() {
                 if i > 0 {
                     json.push(b',');
                 }
-                push_flow_json(json, t0, f, &mut s.ip_a);
+                push_flow_json(json, t0, flow_id0, i, f, &mut s.ip_a);
                 end = end.max(f.end);
             }
             json.push(b']');
@@ -1149,7 +1358,8 @@ impl Tick<'_> {
                     st.raw_bind_parameter(1, chunk.len() as i64)?;
                     st.raw_bind_parameter(2, t0)?;
                     st.raw_bind_parameter(3, micros_to_secs(end))?;
-                    st.raw_bind_parameter(4, text(json))?;
+                    st.raw_bind_parameter(4, flow_id0)?;
+                    st.raw_bind_parameter(5, text(json))?;
                     st.raw_execute()
                 })
                 .map_err(|source| write_err(&s.path, "flows", source))?;
@@ -1720,6 +1930,253 @@ mod open_tests {
             assert_eq!(q("mmap_size"), 0);
             assert_eq!(q("journal_size_limit"), 4 << 20);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod flow_encoding_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn udp_flood_flow(flow_id: u64, start: Micros) -> FlowRow {
+        FlowRow {
+            flow_id,
+            start,
+            end: start,
+            src: IpAddr::V4(Ipv4Addr::new(103, 150, 75, 26)),
+            src_port: 161,
+            dst: IpAddr::V4(Ipv4Addr::new(10, 10, 10, 10)),
+            dst_port: 54_609,
+            proto: 17,
+            pkts_to_server: 1,
+            pkts_to_client: 0,
+            bytes_to_server: 68,
+            bytes_to_client: 0,
+            tcp_flags: 0,
+            reason: "evicted",
+        }
+    }
+
+    fn element(t0: Micros, flow_id0: Option<i64>, j: usize, f: &FlowRow) -> String {
+        let mut out = Vec::new();
+        push_flow_json(&mut out, t0, flow_id0, j, f, &mut IpText::new());
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The format the view decodes, element by element (flow_columns_sql's table).
+    #[test]
+    fn a_flood_flow_is_a_short_array_of_small_integers() {
+        let f = udp_flood_flow(53_863, 1_000_004_651);
+        // The 4th flow of a chunk whose first id is 53,860: relative id 0.
+        assert_eq!(
+            element(1_000_000_000, Some(53_860), 3, &f),
+            "[0,4651,1737902874,161,168430090,54609,17,2,1,68]"
+        );
+        // v3 wrote the same flow as
+        // [53863,4651,0,"103.150.75.26",161,"10.10.10.10",54609,"UDP",1,0,68,0,0,"evicted"]
+        // (84 bytes); this is 50.
+        let mut g = f;
+        g.src = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        g.proto = 99;
+        g.reason = "x";
+        g.end = g.start + 7;
+        g.pkts_to_client = 2;
+        g.tcp_flags = 0x12;
+        assert_eq!(
+            element(1_000_000_000, None, 3, &g),
+            "[53863,4651,\"2001:db8::1\",161,168430090,54609,\"OTHER\",\"x\",1,68,18,7,2]"
+        );
+    }
+
+    #[test]
+    fn ids_far_from_zero_make_the_chunk_absolute() {
+        let near = udp_flood_flow(5, 0);
+        let minus_one = udp_flood_flow(u64::MAX, 0);
+        let far = udp_flood_flow(0x7fff_0000_1234_5678, 0);
+        assert_eq!(chunk_flow_id0(&[near, minus_one]), Some(5));
+        assert_eq!(chunk_flow_id0(&[near, far]), None);
+        assert_eq!(chunk_flow_id0(&[]), None);
+        assert_eq!(
+            element(0, Some(5), 1, &minus_one).split(',').next(),
+            Some("[-7")
+        );
+    }
+
+    /// A v3 file made by the v3 SQL itself (flow rows in the v1 table, moved into chunks by
+    /// the v3 migration), plus a chunk as the v3 writer wrote it: the v4 migration keeps every
+    /// chunk's id and bounds and every value the view shows, and writes exactly what the v4
+    /// writer writes for the same flows.
+    #[test]
+    fn migrating_v3_chunks_keeps_the_view_and_matches_the_writer() {
+        let dir = std::env::temp_dir().join(format!("pn-store-v3v4-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v3.db");
+        let v6: IpAddr = "fe80::211:22ff:fe33:4455".parse().unwrap();
+        let t0: Micros = 1_709_208_000_250_001;
+        let flows: Vec<FlowRow> = (0..1_100u64)
+            .map(|i| {
+                let mut f = udp_flood_flow(1_000 + i * (i % 3), t0 + i as i64 * 997);
+                f.end = f.start + (i as i64 % 4) * 1_234_567;
+                f.src = match i % 5 {
+                    0 => v6,
+                    1 => IpAddr::V4(Ipv4Addr::from(u32::MAX)),
+                    2 => IpAddr::V4(Ipv4Addr::from(0)),
+                    _ => IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(2_654_435_761))),
+                };
+                f.proto = [6, 17, 1, 58, 2, 47, 50, 51, 132, 0, 99][i as usize % 11];
+                f.reason = ["timeout", "closed", "evicted", "shutdown", "x"][i as usize % 5];
+                f.pkts_to_server = i % 2;
+                f.bytes_to_server = (i % 2) * 60;
+                f.tcp_flags = (i % 7) as u8;
+                f.pkts_to_client = i % 6 / 5;
+                f.bytes_to_client = (i % 6 / 5) * (1 << 40);
+                f
+            })
+            .collect();
+        let mut ip = IpText::new();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            for (i, f) in flows.iter().enumerate() {
+                let src = ip.set(f.src).to_string();
+                let dst = ip.set(f.dst).to_string();
+                conn.execute(
+                    "INSERT INTO flows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     ?12, ?13, ?14, ?15)",
+                    params![
+                        i as i64 + 1,
+                        f.flow_id as i64,
+                        micros_to_secs(f.start),
+                        micros_to_secs(f.end),
+                        src,
+                        f.src_port,
+                        dst,
+                        f.dst_port,
+                        proto_name(f.proto),
+                        f.pkts_to_server as i64,
+                        f.pkts_to_client as i64,
+                        f.bytes_to_server as i64,
+                        f.bytes_to_client as i64,
+                        f.tcp_flags,
+                        f.reason
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute_batch("COMMIT").unwrap();
+            conn.execute_batch(MIGRATIONS[2]).unwrap();
+            // As the v3 writer wrote chunks: one with an id far from zero, and one a user's
+            // tool might have inserted with a non-canonical IPv4 text, kept as text.
+            conn.execute_batch(
+                r#"INSERT INTO flow_chunks(first_id, n, t0, "end", rows) VALUES
+                   (1101, 2, 1709208001000000, 1709208001.5,
+                    '[[9223090566172966520,0,0,"45.152.16.91",161,"10.10.10.10",12294,"UDP",1,0,75,0,0,"evicted"],[3,500000,0,"010.0.0.1",53,"1.2.3",0,"","1",0,0,0,0,"shutdown"]]');
+                   PRAGMA user_version = 3;"#,
+            )
+            .unwrap();
+        }
+        let dump = |conn: &Connection| -> Vec<String> {
+            let mut st = conn.prepare("SELECT * FROM flows ORDER BY id").unwrap();
+            let n = st.column_count();
+            st.query_map([], |r| {
+                let mut row = String::new();
+                for c in 0..n {
+                    let v: rusqlite::types::Value = r.get(c)?;
+                    row.push_str(&format!("{v:?}|"));
+                }
+                Ok(row)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let chunk_bounds = "SELECT id, first_id, n, t0, \"end\" FROM flow_chunks ORDER BY id";
+        let bounds = |conn: &Connection| -> Vec<(i64, i64, i64, i64, f64)> {
+            conn.prepare(chunk_bounds)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let bytes = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT sum(length(rows)) FROM flow_chunks", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        let conn = Connection::open(&path).unwrap();
+        let (v3_view, v3_bounds, v3_bytes) = (dump(&conn), bounds(&conn), bytes(&conn));
+        assert_eq!(v3_view.len(), 1_102);
+        assert_eq!(
+            v3_bounds.len(),
+            3,
+            "two chunks from the v3 SQL, one as written"
+        );
+        drop(conn);
+
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 4);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(dump(&conn), v3_view);
+        assert_eq!(bounds(&conn), v3_bounds);
+        let v4_bytes = bytes(&conn);
+        assert!(
+            v4_bytes * 10 < v3_bytes * 8,
+            "{v3_bytes} -> {v4_bytes} bytes"
+        );
+        assert_eq!(store.count(Table::Flows).unwrap(), 1_102);
+
+        // The migrated chunks hold exactly what the writer writes for the same flows.
+        let mut st = conn
+            .prepare("SELECT t0, flow_id0, rows FROM flow_chunks ORDER BY id LIMIT 2")
+            .unwrap();
+        let chunks: Vec<(i64, Option<i64>, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut next = 0;
+        for (t0, flow_id0, rows) in &chunks {
+            let n = FLOWS_PER_CHUNK.min(flows.len() - next);
+            let chunk = &flows[next..next + n];
+            assert_eq!(*flow_id0, chunk_flow_id0(chunk));
+            let mut want = b"[".to_vec();
+            for (j, f) in chunk.iter().enumerate() {
+                if j > 0 {
+                    want.push(b',');
+                }
+                push_flow_json(&mut want, *t0, *flow_id0, j, f, &mut ip);
+            }
+            want.push(b']');
+            assert_eq!(rows.as_bytes(), &want[..]);
+            next += n;
+        }
+        assert_eq!(next, flows.len());
+        let (flow_id0, last): (Option<i64>, String) = conn
+            .query_row(
+                "SELECT flow_id0, rows FROM flow_chunks ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(flow_id0, None, "an id beyond 2^61 keeps the chunk absolute");
+        assert_eq!(
+            last,
+            "[[9223090566172966520,0,764940379,161,168430090,12294,17,2,1,75],\
+             [3,500000,\"010.0.0.1\",53,\"1.2.3\",0,0,3,\"1\"]]"
+        );
+        drop(st);
+        drop((conn, store));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
