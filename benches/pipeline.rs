@@ -210,7 +210,10 @@ fn main() {
         }
     }
     engine.finish_second();
-    engine.drain_flows();
+    // As runtime::Pipeline::finish: drain in steps the outbox holds, flushing between.
+    while !engine.drain_flows() {
+        out.flush(&mut engine);
+    }
     out.flush(&mut engine);
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;

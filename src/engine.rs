@@ -128,6 +128,19 @@ impl Outbox {
             || self.windows.len() >= lim
     }
 
+    /// Flow rows expiry may add now: up to the `pressing` level, so the rows a frame ends
+    /// itself (at most one eviction) still fit and the loop flushes before the next frame.
+    fn expiry_room(&self) -> usize {
+        let lim = self.cap - self.cap / 4;
+        lim.min(self.flows.capacity())
+            .saturating_sub(self.flows.len())
+    }
+
+    /// Flow rows the outbox can take now (shutdown: no frame follows).
+    fn flow_room(&self) -> usize {
+        self.flows.capacity().saturating_sub(self.flows.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
             && self.verdicts.is_empty()
@@ -315,6 +328,8 @@ impl Engine {
         let sec = ts.div_euclid(1_000_000);
         if sec != self.cur_sec {
             self.advance_to(sec);
+        } else if self.flows.expiry_pending() {
+            self.continue_expiry();
         }
         let st = &mut self.stats;
         st.frames += 1;
@@ -584,6 +599,8 @@ impl Engine {
         let sec = now.div_euclid(1_000_000);
         if self.cur_sec != i64::MIN && sec != self.cur_sec {
             self.advance_to(sec);
+        } else if self.flows.expiry_pending() {
+            self.continue_expiry();
         }
     }
 
@@ -596,12 +613,41 @@ impl Engine {
         }
     }
 
-    /// Ends every flow into the outbox (shutdown).
-    pub fn drain_flows(&mut self) {
+    /// Ends flows into the outbox (shutdown), as many as it has room for: first those a
+    /// pending expiry ended, then the rest. Returns true once the flow table is empty; until
+    /// then, flush the outbox and call again (see `runtime::Pipeline::finish`), so every
+    /// flow is stored.
+    pub fn drain_flows(&mut self) -> bool {
+        let record_flows = self.opts.record_flows;
+        let max = if record_flows && self.outbox.flows.capacity() > 0 {
+            self.outbox.flow_room()
+        } else {
+            usize::MAX
+        };
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
+        let n = self.flows.drain_some(max, |k, f, r| {
+            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
+                stats.outbox_drops += 1;
+            }
+        });
+        n < max || self.flows.is_empty()
+    }
+
+    /// Hands out more of a pending flow expiry, as many rows as the outbox has room for
+    /// below its `pressing` level (all when flow rows are not recorded). The loop flushes a
+    /// pressing outbox between frames, so a mass expiry spreads over the next frames instead
+    /// of overflowing; the flow table already treats the rest as ended.
+    fn continue_expiry(&mut self) {
         let record_flows = self.opts.record_flows;
-        self.flows.drain(|k, f, r| {
+        let max = if record_flows && self.outbox.flows.capacity() > 0 {
+            self.outbox.expiry_room()
+        } else {
+            usize::MAX
+        };
+        let outbox = &mut self.outbox;
+        let stats = &mut self.stats;
+        self.flows.expire_some(max, |k, f, r| {
             if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
                 stats.outbox_drops += 1;
             }
@@ -615,16 +661,9 @@ impl Engine {
         }
         if sec > self.cur_sec || self.cur_sec == i64::MIN {
             self.cur_sec = sec;
-            let now = sec.saturating_mul(1_000_000);
-            let outbox = &mut self.outbox;
-            let stats = &mut self.stats;
-            let record_flows = self.opts.record_flows;
-            self.flows.expire(now, |k, f, r| {
-                if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
-                    stats.outbox_drops += 1;
-                }
-            });
-            self.hosts.expire(now);
+            self.flows.begin_expiry(sec.saturating_mul(1_000_000));
+            self.continue_expiry();
+            self.hosts.expire(sec.saturating_mul(1_000_000));
         }
     }
 

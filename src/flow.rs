@@ -8,7 +8,7 @@ use crate::decode::{
 };
 use crate::events::FlowRow;
 use crate::prefetch::prefetch_line;
-use crate::table::{mix, LruTable, Slot, TableKey};
+use crate::table::{mix, End, LruTable, Slot, TableKey, MAX_CLASSES};
 
 /// Address as 16 bytes (IPv4 mapped into IPv6), cheap to hash and compare.
 pub type Addr16 = [u8; 16];
@@ -208,6 +208,17 @@ pub struct FlowTable {
     pub evicted: u64,
     pub expired: u64,
     pub created: u64,
+    /// An expiry was begun and not yet completed (see [`FlowTable::begin_expiry`]).
+    pending: bool,
+}
+
+/// Why a flow of recency class `class` ends when it expires.
+fn expiry_reason(class: u8) -> &'static str {
+    if class == CLASS_CLOSED {
+        "closed"
+    } else {
+        "timeout"
+    }
 }
 
 fn class_of(proto: u8) -> u8 {
@@ -227,6 +238,7 @@ impl FlowTable {
             evicted: 0,
             expired: 0,
             created: 0,
+            pending: false,
         }
     }
 
@@ -258,7 +270,9 @@ impl FlowTable {
     }
 
     /// Looks up or creates the flow of an IP packet and updates its state. Evicted flows
-    /// are handed to `on_end` with reason "evicted".
+    /// are handed to `on_end` with reason "evicted"; while an expiry is pending, a flow it
+    /// has ended (found by this packet, or making room) with its timeout reason, so this
+    /// packet starts a new flow exactly as if the expiry had completed.
     #[inline]
     pub fn update(
         &mut self,
@@ -274,8 +288,8 @@ impl FlowTable {
         let sender_is_server = is_tcp
             && flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK);
         let id = self.next_id;
-        let mut evicted = false;
-        let (slot, new) = self.table.find_or_insert(
+        let mut ended = None;
+        let (slot, new) = self.table.find_or_insert_ending(
             key,
             class_of(proto),
             ts,
@@ -288,13 +302,19 @@ impl FlowTable {
                     ..Flow::default()
                 };
             },
-            |k, f| {
-                evicted = true;
-                on_end(k, f, "evicted");
+            |k, f, why| {
+                ended = Some(why);
+                let reason = match why {
+                    End::Evicted => "evicted",
+                    End::Expired(c) => expiry_reason(c),
+                };
+                on_end(k, f, reason);
             },
         );
-        if evicted {
-            self.evicted += 1;
+        match ended {
+            Some(End::Evicted) => self.evicted += 1,
+            Some(End::Expired(_)) => self.expired += 1,
+            None => {}
         }
         if new {
             self.next_id += 1;
@@ -368,6 +388,10 @@ impl FlowTable {
     pub fn mark_rejected(&mut self, quoted: &PacketMeta) -> Option<Slot> {
         let (key, _) = FlowKey::of(quoted);
         let slot = self.table.find(&key)?;
+        if self.table.is_stale(slot) {
+            // Ended by the pending expiry: as good as gone.
+            return None;
+        }
         let f = self.table.get_mut(slot);
         if f.answered || f.rejected {
             return None;
@@ -376,26 +400,77 @@ impl FlowTable {
         Some(slot)
     }
 
-    /// Ends flows idle past their class timeout.
-    pub fn expire(&mut self, now: Micros, mut on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
+    /// Ends flows idle past their class timeout at `now`, all at once.
+    pub fn expire(&mut self, now: Micros, on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
+        self.begin_expiry(now);
+        self.expire_some(usize::MAX, on_end);
+    }
+
+    /// Starts ending the flows idle past their class timeout at `now`: from here on they
+    /// count as ended (a packet of one starts a new flow, a full table reuses them first)
+    /// while [`FlowTable::expire_some`] hands them out in bounded steps. A later call
+    /// extends a pending expiry.
+    pub fn begin_expiry(&mut self, now: Micros) {
         let t = self.timeouts;
-        let mut n = 0;
-        for (class, timeout, reason) in [
-            (CLASS_TCP, t.tcp, "timeout"),
-            (CLASS_UDP, t.udp, "timeout"),
-            (CLASS_OTHER, t.other, "timeout"),
-            (CLASS_CLOSED, t.closed, "closed"),
+        let mut cut = [i64::MIN; MAX_CLASSES];
+        for (class, timeout) in [
+            (CLASS_TCP, t.tcp),
+            (CLASS_UDP, t.udp),
+            (CLASS_OTHER, t.other),
+            (CLASS_CLOSED, t.closed),
         ] {
-            n += self
-                .table
-                .expire_class(class, now - timeout, |k, f| on_end(k, f, reason));
+            cut[class as usize] = now.saturating_sub(timeout);
+        }
+        self.table.set_stale(cut);
+        self.pending = true;
+    }
+
+    /// True while a begun expiry has flows left to hand out.
+    #[inline]
+    pub fn expiry_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Hands at most `max` flows of the pending expiry to `on_end` (oldest first per class).
+    /// Returns how many; the expiry is complete when that is less than `max`.
+    pub fn expire_some(
+        &mut self,
+        max: usize,
+        mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+    ) -> usize {
+        if !self.pending {
+            return 0;
+        }
+        let n = self
+            .table
+            .expire_stale(max, |k, f, c| on_end(k, f, expiry_reason(c)));
+        if n < max {
+            self.pending = false;
         }
         self.expired += n as u64;
+        n
     }
 
     /// Ends every flow (shutdown).
-    pub fn drain(&mut self, mut on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
-        self.table.drain(|k, f| on_end(k, f, "shutdown"));
+    pub fn drain(&mut self, on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
+        self.drain_some(usize::MAX, on_end);
+    }
+
+    /// Ends at most `max` flows at shutdown: first those a pending expiry ended (with their
+    /// timeout reason), then the rest ("shutdown"). Returns how many; the table is empty
+    /// when that is less than `max`.
+    pub fn drain_some(
+        &mut self,
+        max: usize,
+        mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+    ) -> usize {
+        let n = self.expire_some(max, &mut on_end);
+        if n == max {
+            return n;
+        }
+        n + self
+            .table
+            .drain_some(max - n, |k, f| on_end(k, f, "shutdown"))
     }
 }
 
@@ -532,5 +607,46 @@ mod tests {
         assert_eq!(ended, 6);
         assert_eq!(ft.evicted, 6);
         assert_eq!(ft.len(), 4);
+    }
+
+    #[test]
+    fn pending_expiry_ends_a_stale_flow_before_its_next_packet() {
+        use tcp_flags::*;
+        let mut ft = FlowTable::new(2, timeouts(), 1);
+        let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
+        ft.update(&tcp(a, 1000, b, 80, SYN), 0, |_, _, _| {});
+        ft.update(&tcp(a, 1001, b, 80, SYN), 1, |_, _, _| {});
+        // 61 s later both are past the TCP timeout; nothing handed out yet (no room).
+        ft.begin_expiry(61_000_000);
+        assert_eq!(ft.expire_some(0, |_, _, _| panic!("no room")), 0);
+        assert!(ft.expiry_pending());
+        let icmp_quote = tcp(a, 1001, b, 80, SYN);
+        assert_eq!(ft.mark_rejected(&icmp_quote), None, "a stale flow is gone");
+        let mut ended = Vec::new();
+        // A packet of the first flow: it ends (timeout) and a new flow starts.
+        let u = ft.update(&tcp(a, 1000, b, 80, ACK), 61_000_001, |_, f, r| {
+            ended.push((f.id, r))
+        });
+        assert!(u.new);
+        assert_eq!(ft.table.get(u.slot).id, 3);
+        // A new flow into the full table takes the other stale flow, not the live one.
+        let u2 = ft.update(&tcp(c, 5, b, 80, SYN), 61_000_002, |_, f, r| {
+            ended.push((f.id, r))
+        });
+        assert!(u2.new);
+        assert_eq!(ended, vec![(1, "timeout"), (2, "timeout")]);
+        assert_eq!((ft.expired, ft.evicted), (2, 0));
+        // Nothing left to expire; the next insertion evicts the least recent live flow.
+        assert_eq!(ft.expire_some(10, |_, _, _| panic!("none left")), 0);
+        assert!(!ft.expiry_pending());
+        ft.update(&tcp(c, 6, b, 80, SYN), 61_000_003, |_, f, r| {
+            ended.push((f.id, r))
+        });
+        assert_eq!(ended[2], (3, "evicted"));
+        // Shutdown in steps of one.
+        let mut rest = Vec::new();
+        while ft.drain_some(1, |_, f, r| rest.push((f.id, r))) == 1 {}
+        rest.sort_unstable();
+        assert_eq!(rest, vec![(4, "shutdown"), (5, "shutdown")]);
     }
 }

@@ -824,7 +824,10 @@ impl Pipeline {
     /// Closes the last second, ends all flows and writes everything.
     pub fn finish(&mut self) {
         self.engine.finish_second();
-        self.engine.drain_flows();
+        // The table can hold more flows than the outbox: drain in steps, flushing between.
+        while !self.engine.drain_flows() {
+            self.outputs.flush(&mut self.engine);
+        }
         self.outputs.flush(&mut self.engine);
         advance_learning(self);
         self.outputs.flush_before_exit();

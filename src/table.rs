@@ -50,6 +50,18 @@ pub struct LruTable<K: TableKey, V> {
     len: usize,
     cap: usize,
     seed: u64,
+    /// Per class: entries last seen at or before this are expired but not yet removed
+    /// (expiry deferred; see [`LruTable::set_stale`]). `i64::MIN` when nothing is pending.
+    stale: [i64; MAX_CLASSES],
+}
+
+/// Why [`LruTable::find_or_insert_ending`] ended an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The least recently seen live entry made room in a full table.
+    Evicted,
+    /// A stale entry of this class (pending expiry) was found or made room.
+    Expired(u8),
 }
 
 #[derive(Clone, Copy)]
@@ -176,6 +188,7 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
             len: 0,
             cap: capacity,
             seed,
+            stale: [i64::MIN; MAX_CLASSES],
         }
     }
 
@@ -214,17 +227,49 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         init: impl FnOnce(&mut V),
         on_evict: impl FnOnce(&K, &mut V),
     ) -> (Slot, bool) {
+        self.find_or_insert_ending(key, class, now, init, |k, v, _| on_evict(k, v))
+    }
+
+    /// As [`LruTable::find_or_insert`], but aware of deferred expiry: a found entry that is
+    /// stale (see [`LruTable::set_stale`]) is ended as expired and replaced by a new one, and
+    /// a full table ends a stale entry before it evicts a live one, so the table holds the
+    /// same live entries as if the expiry had completed. `on_end` sees the one entry ended
+    /// (at most one per call) and why.
+    #[inline]
+    pub fn find_or_insert_ending(
+        &mut self,
+        key: K,
+        class: u8,
+        now: i64,
+        init: impl FnOnce(&mut V),
+        on_end: impl FnOnce(&K, &mut V, End),
+    ) -> (Slot, bool) {
         let h = key.hash_with(self.seed);
+        let mut on_end = Some(on_end);
         if let Some((_, s)) = self.find_hashed(&key, h) {
-            return (s, false);
+            // The bookkeeping line was just read by the probe: this costs one compare.
+            let m = &self.meta[s as usize];
+            if m.last_seen > self.stale[m.class as usize] {
+                return (s, false);
+            }
+            let c = m.class;
+            if let Some(f) = on_end.take() {
+                self.remove_with(s, |k, v| f(k, v, End::Expired(c)));
+            }
         }
         let s = match self.take_slot() {
             Some(s) => s,
             None => {
-                let Some(victim) = self.oldest() else {
-                    return (NIL, false);
+                let (victim, why) = match self.stale_tail() {
+                    Some((t, c)) => (t, End::Expired(c)),
+                    None => match self.oldest() {
+                        Some(t) => (t, End::Evicted),
+                        None => return (NIL, false),
+                    },
                 };
-                self.remove_with(victim, on_evict);
+                if let Some(f) = on_end.take() {
+                    self.remove_with(victim, |k, v| f(k, v, why));
+                }
                 match self.take_slot() {
                     Some(s) => s,
                     None => return (NIL, false),
@@ -438,6 +483,73 @@ impl<K: TableKey, V> LruTable<K, V> {
         n
     }
 
+    /// Defers expiry: from now on, entries of class `c` last seen at or before
+    /// `cutoffs[c]` count as expired. Lookups and insertions treat them so (see
+    /// [`LruTable::find_or_insert_ending`], [`LruTable::is_stale`]) until
+    /// [`LruTable::expire_stale`] removes them. Cutoffs only move forward.
+    pub fn set_stale(&mut self, cutoffs: [i64; MAX_CLASSES]) {
+        for (s, c) in self.stale.iter_mut().zip(cutoffs) {
+            *s = (*s).max(c);
+        }
+    }
+
+    /// True when `slot` holds an entry that a pending expiry has ended.
+    #[inline]
+    pub fn is_stale(&self, slot: Slot) -> bool {
+        self.meta
+            .get(slot as usize)
+            .is_some_and(|m| m.key.is_some() && m.last_seen <= self.stale[m.class as usize])
+    }
+
+    /// The oldest stale entry of the first class that has one, and its class.
+    #[inline]
+    fn stale_tail(&self) -> Option<(Slot, u8)> {
+        (0..MAX_CLASSES).find_map(|c| {
+            let (t, cut) = (self.tail[c], self.stale[c]);
+            // Nothing pending (the usual case) reads no bookkeeping line.
+            (cut != i64::MIN && t != NIL && self.meta[t as usize].last_seen <= cut)
+                .then_some((t, c as u8))
+        })
+    }
+
+    /// True while some entry is stale (expiry pending).
+    pub fn has_stale(&self) -> bool {
+        self.stale_tail().is_some()
+    }
+
+    /// Removes at most `max` stale entries, class by class and oldest first, handing each
+    /// with its class to `f`. Returns how many were removed; when fewer than `max`, none is
+    /// left and the cutoffs are reset (nothing pending).
+    pub fn expire_stale(&mut self, max: usize, mut f: impl FnMut(&K, &mut V, u8)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some((t, c)) = self.stale_tail() else {
+                self.stale = [i64::MIN; MAX_CLASSES];
+                return n;
+            };
+            self.remove_with(t, |k, v| f(k, v, c));
+            n += 1;
+        }
+        if !self.has_stale() {
+            self.stale = [i64::MIN; MAX_CLASSES];
+        }
+        n
+    }
+
+    /// Removes at most `max` entries, class by class and oldest first, handing each to `f`
+    /// (shutdown in bounded steps). Returns how many were removed.
+    pub fn drain_some(&mut self, max: usize, mut f: impl FnMut(&K, &mut V)) -> usize {
+        let mut n = 0;
+        for c in 0..MAX_CLASSES {
+            while n < max && self.tail[c] != NIL {
+                let t = self.tail[c];
+                self.remove_with(t, &mut f);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Visits every live entry (no particular order).
     pub fn for_each(&self, mut f: impl FnMut(Slot, &K, &V)) {
         for (i, m) in self.meta.iter().enumerate() {
@@ -563,5 +675,90 @@ mod tests {
             let s = t.find(k).unwrap();
             assert_eq!(t.get(s), v);
         }
+    }
+
+    /// Deferred expiry (bounded steps between operations) ends the same entries, for the
+    /// same reasons, and keeps the same live entries as expiring everything at once: a
+    /// stale entry found is replaced, a full table reuses stale entries before it evicts.
+    #[test]
+    fn deferred_expiry_matches_complete_expiry() {
+        type Ends = Vec<(u32, u64, End)>;
+        let cap = 64;
+        let mut whole: LruTable<u32, u64> = LruTable::with_capacity(cap, 5);
+        let mut deferred: LruTable<u32, u64> = LruTable::with_capacity(cap, 5);
+        let (mut ends_w, mut ends_d): (Ends, Ends) = (Vec::new(), Vec::new());
+        let mut x: u64 = 0x9e37_79b9;
+        let mut id = 0u64;
+        let mut deferred_steps = 0;
+        for now in 0..4_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if now % 50 == 0 {
+                // A new "second": idle timeouts 100 (class 0) and 30 (class 1).
+                let cut = [now - 100, now - 30, i64::MIN, i64::MIN];
+                whole.set_stale(cut);
+                whole.expire_stale(usize::MAX, |k, v, c| ends_w.push((*k, *v, End::Expired(c))));
+                assert!(!whole.has_stale());
+                deferred.set_stale(cut);
+            }
+            // At most 2 expired a step: most of an expiry stays pending for a while.
+            let budget = (x % 3) as usize;
+            deferred.expire_stale(budget, |k, v, c| ends_d.push((*k, *v, End::Expired(c))));
+            if deferred.has_stale() {
+                deferred_steps += 1;
+            }
+            let k = (x >> 8) as u32 % 150;
+            id += 1;
+            let class = (k % 2) as u8;
+            let (sw, nw) = whole.find_or_insert_ending(
+                k,
+                class,
+                now,
+                |v| *v = id,
+                |k, v, e| ends_w.push((*k, *v, e)),
+            );
+            let (sd, nd) = deferred.find_or_insert_ending(
+                k,
+                class,
+                now,
+                |v| *v = id,
+                |k, v, e| ends_d.push((*k, *v, e)),
+            );
+            assert_eq!(nw, nd, "step {now}: key {k} new in one table only");
+            assert_eq!(whole.get(sw), deferred.get(sd), "step {now}: key {k}");
+            whole.touch(sw, now);
+            deferred.touch(sd, now);
+            // Same live entries: every one of `whole`, and only stale extras in `deferred`.
+            let mut live_w = Vec::new();
+            whole.for_each(|_, k, v| live_w.push((*k, *v)));
+            let mut live_d = Vec::new();
+            deferred.for_each(|s, k, v| {
+                if !deferred.is_stale(s) {
+                    live_d.push((*k, *v));
+                }
+            });
+            live_w.sort_unstable();
+            live_d.sort_unstable();
+            assert_eq!(live_w, live_d, "step {now}");
+        }
+        assert!(
+            deferred_steps > 500,
+            "expiry was rarely pending ({deferred_steps})"
+        );
+        assert!(
+            ends_w.iter().any(|e| e.2 == End::Evicted),
+            "the table never filled"
+        );
+        deferred.expire_stale(usize::MAX, |k, v, c| ends_d.push((*k, *v, End::Expired(c))));
+        let key = |e: &(u32, u64, End)| (e.1, e.0, matches!(e.2, End::Evicted));
+        ends_w.sort_unstable_by_key(key);
+        ends_d.sort_unstable_by_key(key);
+        assert_eq!(ends_w, ends_d);
+        // Bounded drain hands out everything in steps.
+        let mut drained = 0;
+        while deferred.drain_some(7, |_, _| drained += 1) == 7 {}
+        assert_eq!(drained, whole.len());
+        assert!(deferred.is_empty());
     }
 }
