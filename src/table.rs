@@ -688,9 +688,9 @@ mod tests {
         let mut deferred: LruTable<u32, u64> = LruTable::with_capacity(cap, 5);
         let (mut ends_w, mut ends_d): (Ends, Ends) = (Vec::new(), Vec::new());
         let mut x: u64 = 0x9e37_79b9;
-        let mut id = 0u64;
         let mut deferred_steps = 0;
         for now in 0..4_000i64 {
+            let id = now as u64 + 1;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -709,7 +709,6 @@ mod tests {
                 deferred_steps += 1;
             }
             let k = (x >> 8) as u32 % 150;
-            id += 1;
             let class = (k % 2) as u8;
             let (sw, nw) = whole.find_or_insert_ending(
                 k,
