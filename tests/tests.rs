@@ -9,6 +9,7 @@ mod hardening;
 mod intel;
 mod live;
 mod model;
+mod outbox;
 mod packaging;
 mod pipeline;
 mod reload;
