@@ -253,6 +253,10 @@ fn main() {
         engine.hosts.len(),
         engine.hosts.evicted
     );
+    println!(
+        "flows            {} created, {} expired, {} evicted; {} outbox drops",
+        engine.flows.created, engine.flows.expired, engine.flows.evicted, s.outbox_drops
+    );
     println!("stage            ns/frame (decode/state/detect: mean of 1 in 64 frames; others: total / frames)");
     let lat = |st: Stage| &s.latency[st as usize];
     println!(
