@@ -17,7 +17,7 @@ use crate::decode::{
 };
 use crate::events::{AlertRow, FlowRow, Level, VerdictRow};
 use crate::features::{self, FeatureVector, WindowTotals, FEATURE_NAMES, N_FEATURES};
-use crate::flow::{addr16, addr_from16, Addr16, FlowTable, FlowTimeouts};
+use crate::flow::{addr16, addr_from16, Addr16, FlowKey, FlowTable, FlowTimeouts};
 use crate::host::{HostTable, WINDOW_SECS};
 use crate::intel::IntelSet;
 use crate::model::Model;
@@ -373,28 +373,31 @@ impl Engine {
         if meta.frag.is_fragment {
             self.stats.fragments += 1;
         }
+        // The addresses in table form and the flow key, once for the whole packet.
+        let (sa, da) = (addr16(meta.src), addr16(meta.dst));
+        let (key, fwd) = FlowKey::of16(meta, sa, da);
+        let src_judged = is_host_addr(meta.src);
+        // A spoofed group source makes even a group destination a judged target (smurf).
+        let dst_judged = is_host_addr(meta.dst) || is_group_addr(meta.src);
         // Everything below starts with lookups of the flow and both hosts: ask for their
         // index lines together instead of one after another.
-        self.flows.prefetch(meta);
-        if is_host_addr(meta.src) {
-            self.hosts.prefetch(&addr16(meta.src));
+        self.flows.prefetch(&key);
+        if src_judged {
+            self.hosts.prefetch(&sa);
         }
-        if is_host_addr(meta.dst) || is_group_addr(meta.src) {
-            self.hosts.prefetch(&addr16(meta.dst));
+        if dst_judged {
+            self.hosts.prefetch(&da);
         }
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
         let record_flows = self.opts.record_flows;
-        let upd = self.flows.update(meta, ts, |k, f, r| {
+        let upd = self.flows.update_keyed(key, fwd, meta, ts, |k, f, r| {
             if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
                 stats.outbox_drops += 1;
             }
         });
-        let (sa, da) = (addr16(meta.src), addr16(meta.dst));
-        let src_host = is_host_addr(meta.src).then(|| self.hosts.touch(sa, ts, sec));
-        // A spoofed group source makes even a group destination a judged target (smurf).
-        let dst_host = (is_host_addr(meta.dst) || is_group_addr(meta.src))
-            .then(|| self.hosts.touch(da, ts, sec));
+        let src_host = src_judged.then(|| self.hosts.touch(sa, ts, sec));
+        let dst_host = dst_judged.then(|| self.hosts.touch(da, ts, sec));
         let proto = meta.ip_proto;
         let syn_only = meta.is_syn_only();
         if let Some(h) = src_host {

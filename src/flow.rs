@@ -48,13 +48,18 @@ impl FlowKey {
     /// Builds the key of `meta` and says whether the packet goes lo → hi.
     #[inline]
     pub fn of(meta: &PacketMeta) -> (FlowKey, bool) {
+        Self::of16(meta, addr16(meta.src), addr16(meta.dst))
+    }
+
+    /// [`FlowKey::of`] with the packet's addresses already in 16-byte form (`s` = source).
+    #[inline]
+    pub fn of16(meta: &PacketMeta, s: Addr16, d: Addr16) -> (FlowKey, bool) {
         let (sp, dp) = match meta.ip_proto {
             IPPROTO_TCP | IPPROTO_UDP => (meta.src_port, meta.dst_port),
             // Echo request/reply pairs share the identifier.
             IPPROTO_ICMP | IPPROTO_ICMPV6 => (meta.icmp.id, meta.icmp.id),
             _ => (0, 0),
         };
-        let (s, d) = (addr16(meta.src), addr16(meta.dst));
         let fwd = (s, sp) <= (d, dp);
         let key = if fwd {
             FlowKey {
@@ -252,9 +257,8 @@ impl FlowTable {
 
     /// Hints the index line [`FlowTable::update`] reads first for this packet (timing only).
     #[inline]
-    pub fn prefetch(&self, meta: &PacketMeta) {
-        let (key, _) = FlowKey::of(meta);
-        self.table.prefetch_key(&key);
+    pub fn prefetch(&self, key: &FlowKey) {
+        self.table.prefetch_key(key);
     }
 
     /// Hints the flow the next insertion would evict (timing only).
@@ -278,9 +282,22 @@ impl FlowTable {
         &mut self,
         meta: &PacketMeta,
         ts: Micros,
-        mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+        on_end: impl FnMut(&FlowKey, &Flow, &'static str),
     ) -> FlowUpdate {
         let (key, fwd) = FlowKey::of(meta);
+        self.update_keyed(key, fwd, meta, ts, on_end)
+    }
+
+    /// [`FlowTable::update`] with the packet's key already built (`FlowKey::of16`).
+    #[inline]
+    pub fn update_keyed(
+        &mut self,
+        key: FlowKey,
+        fwd: bool,
+        meta: &PacketMeta,
+        ts: Micros,
+        mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+    ) -> FlowUpdate {
         let proto = meta.ip_proto;
         let is_tcp = proto == IPPROTO_TCP;
         let flags = meta.tcp.flags;
