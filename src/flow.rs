@@ -468,11 +468,6 @@ impl FlowTable {
         n
     }
 
-    /// Ends every flow (shutdown).
-    pub fn drain(&mut self, on_end: impl FnMut(&FlowKey, &Flow, &'static str)) {
-        self.drain_some(usize::MAX, on_end);
-    }
-
     /// Ends at most `max` flows at shutdown: first those a pending expiry ended (with their
     /// timeout reason), then the rest ("shutdown"). Returns how many; the table is empty
     /// when that is less than `max`.

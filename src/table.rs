@@ -558,16 +558,6 @@ impl<K: TableKey, V> LruTable<K, V> {
             }
         }
     }
-
-    /// Removes every entry, handing each to `f` (used at shutdown).
-    pub fn drain(&mut self, mut f: impl FnMut(&K, &mut V)) {
-        for c in 0..MAX_CLASSES {
-            while self.tail[c] != NIL {
-                let t = self.tail[c];
-                self.remove_with(t, &mut f);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -642,7 +632,7 @@ mod tests {
         assert_eq!(gone, vec![0, 2, 4]);
         assert_eq!(t.len(), 5);
         let mut rest = Vec::new();
-        t.drain(|k, _| rest.push(*k));
+        t.drain_some(usize::MAX, |k, _| rest.push(*k));
         rest.sort_unstable();
         assert_eq!(rest, vec![1, 3, 5, 6, 7]);
         assert!(t.is_empty());
