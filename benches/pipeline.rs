@@ -3,10 +3,11 @@
 //! heap allocations per frame after warm-up, and peak RSS.
 //!
 //! cargo bench --bench pipeline -- [PCAP] [--flows N] [--hosts N] [--rules N|default|none]
-//!     [--no-model] [--warmup FRAMES]
+//!     [--no-model] [--warmup FRAMES] [--inline-writes]
 //! PCAP defaults to $PHANTOMNET_BENCH_PCAP, else /tmp/bench.pcap (build it with
 //! ../shared/bench/make-bench-pcap.sh). `--rules N` loads N generated content rules on top of
 //! the default ones (the cost-versus-rules curve); `--rules none` loads none.
+//! `--inline-writes` writes the database on the loop (`[output] writer_thread = false`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/util/count_alloc.rs"]
@@ -29,6 +30,7 @@ struct Args {
     rules: RulesChoice,
     no_model: bool,
     warmup: u64,
+    inline_writes: bool,
 }
 
 enum RulesChoice {
@@ -48,6 +50,7 @@ fn parse_args() -> Args {
         rules: RulesChoice::Default,
         no_model: false,
         warmup: 100_000,
+        inline_writes: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +61,7 @@ fn parse_args() -> Args {
             "--hosts" => a.hosts = Some(val("--hosts").parse().expect("--hosts N")),
             "--warmup" => a.warmup = val("--warmup").parse().expect("--warmup N"),
             "--no-model" => a.no_model = true,
+            "--inline-writes" => a.inline_writes = true,
             "--rules" => {
                 a.rules = match val("--rules").as_str() {
                     "default" => RulesChoice::Default,
@@ -135,6 +139,9 @@ fn main() {
     }
     if args.no_model {
         cfg.detection.model = PathBuf::new();
+    }
+    if args.inline_writes {
+        cfg.output.writer_thread = false;
     }
     let tmp = std::env::temp_dir().join(format!("phantomnet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
@@ -215,6 +222,7 @@ fn main() {
         out.flush(&mut engine);
     }
     out.flush(&mut engine);
+    out.sync();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let peak_kb = proc_status_kb("VmHWM:");
@@ -272,6 +280,15 @@ fn main() {
             st.name(),
             lat(st).sum_ns as f64 / frames
         );
+    }
+    match &out.writer {
+        Some(w) => println!(
+            "  (writer thread {:>6.1}: {} batches written while the loop went on; the loop waited {:.1} of store for it)",
+            w.busy.as_nanos() as f64 / frames,
+            w.writes,
+            w.waited.as_nanos() as f64 / frames
+        ),
+        None => println!("  (database written on the loop: part of store)"),
     }
     println!(
         "allocations      {} in {} frames after a {}-frame warm-up: {:.6} per frame",

@@ -106,6 +106,9 @@ pub struct OutputConfig {
     pub flows: bool,
     /// Name of this appliance in events ("" = the host name).
     pub appliance: String,
+    /// Write to the database from a thread of its own, so the packet loop never waits on
+    /// the disk (false: write on the loop).
+    pub writer_thread: bool,
 }
 
 impl Default for OutputConfig {
@@ -115,6 +118,7 @@ impl Default for OutputConfig {
             eve: PathBuf::new(),
             flows: true,
             appliance: String::new(),
+            writer_thread: true,
         }
     }
 }

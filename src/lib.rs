@@ -28,3 +28,4 @@ pub mod stats;
 pub mod store;
 pub mod syslog;
 pub mod table;
+pub mod writer;

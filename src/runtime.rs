@@ -20,6 +20,7 @@ use crate::serve::Server;
 use crate::stats::Stage;
 use crate::store::{Batch, MaxRows, Store, StoreError, StoreOptions};
 use crate::syslog::{Syslog, SyslogError, SyslogStats};
+use crate::writer::{Writer, Written};
 
 /// Everything that stops PhantomNet from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,21 @@ pub struct Outputs {
     pub flushes: u64,
     /// A database that could not be opened yet (live mode keeps watching and retries).
     pending_store: Option<(PathBuf, StoreOptions, Instant)>,
+    /// Config `[output] writer_thread`: batches are written by [`Writer`] (None: inline, on
+    /// the loop, through `store`; also the fallback when the thread cannot start).
+    use_writer: bool,
+    pub writer: Option<Writer>,
+    /// A written batch, cleared, waiting to become the next `batch`.
+    spare: Option<Batch>,
+    /// Wait for the writer rather than let the batch overflow (replay: nothing may be lost;
+    /// live: the loop never waits on the disk, rows over the bound are dropped and counted).
+    pub wait_for_writer: bool,
+    /// Rows dropped by batches that have since changed hands.
+    dropped_before: u64,
+    /// Most rows held at once, gathered and in flight together (8 × outbox).
+    bound: usize,
+    /// With `wait_for_writer`: gathered rows at which the loop waits for a busy writer.
+    wait_at: usize,
 }
 
 /// How often a database that could not be opened is tried again.
@@ -251,6 +267,21 @@ fn open_store(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     s.set_meta("schema", crate::features::SCHEMA_NAME)?;
     s.set_meta("schema_hash", &crate::features::schema_hash())?;
     Ok(s)
+}
+
+/// The writer thread, on a second connection to the (already opened and migrated) database.
+/// None, with a warning, if it cannot start: batches are then written on the loop.
+fn start_writer(path: &Path, opts: &StoreOptions) -> Option<Writer> {
+    let started = Store::open(path, opts)
+        .map_err(|e| e.to_string())
+        .and_then(|s| Writer::start(s).map_err(|e| format!("cannot start a thread: {e}")));
+    match started {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!("database writer thread: {e}; writing on the packet loop instead");
+            None
+        }
+    }
 }
 
 impl Outputs {
@@ -271,10 +302,17 @@ impl Outputs {
         let opts = store_options(cfg);
         let mut pending_store = None;
         let mut last_store_error = None;
+        let use_writer = cfg.output.writer_thread;
+        let mut writer = None;
         let store = match db {
             Some(p) => {
                 match open_store(p, &opts) {
-                    Ok(s) => Some(s),
+                    Ok(s) => {
+                        if use_writer {
+                            writer = start_writer(p, &opts);
+                        }
+                        Some(s)
+                    }
                     Err(e) if retry_store => {
                         warn!("{e}; watching anyway, keeping results in memory and retrying every 10 s");
                         last_store_error = Some(e.to_string());
@@ -307,6 +345,8 @@ impl Outputs {
             eve,
             syslog,
             batch: Batch::new(cfg.tables.outbox * 8),
+            bound: cfg.tables.outbox * 8,
+            wait_at: cfg.tables.outbox * 2,
             write_flows: cfg.output.flows,
             scratch: String::with_capacity(256),
             json: String::with_capacity(4096),
@@ -315,6 +355,11 @@ impl Outputs {
             last_error_log: None,
             flushes: 0,
             pending_store,
+            use_writer,
+            writer,
+            spare: None,
+            wait_for_writer: !retry_store,
+            dropped_before: 0,
         })
     }
 
@@ -357,15 +402,15 @@ impl Outputs {
         }
         engine.outbox.verdicts = ob;
         if self.write_flows {
-            for f in &engine.outbox.flows {
-                if let Some(e) = &mut self.eve {
+            if let Some(e) = &mut self.eve {
+                for f in &engine.outbox.flows {
                     if let Err(err) = e.flow(f) {
                         warn_eve(&err);
                     }
                 }
-                if storing {
-                    let _ = self.batch.flow(f);
-                }
+            }
+            if storing {
+                self.batch.flows_from(&engine.outbox.flows);
             }
         }
         if storing {
@@ -395,6 +440,9 @@ impl Outputs {
                             path.display(),
                             self.batch.len()
                         );
+                        if self.use_writer {
+                            self.writer = start_writer(path, opts);
+                        }
                         self.store = Some(s);
                     }
                     Err(e) => {
@@ -407,28 +455,16 @@ impl Outputs {
         if self.store.is_some() {
             self.pending_store = None;
         }
-        if let Some(store) = &mut self.store {
+        if self.writer.is_some() {
+            self.hand_over();
+        } else if let Some(store) = &mut self.store {
             if !self.batch.is_empty() {
                 match store.write(&self.batch) {
                     Ok(()) => {
                         self.batch.clear();
                         self.last_store_error = None;
                     }
-                    Err(err) => {
-                        self.store_failures += 1;
-                        let msg = err.to_string();
-                        let due = self
-                            .last_error_log
-                            .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
-                        if due {
-                            warn!(
-                                "database write failed ({msg}); keeping {} rows in memory and retrying",
-                                self.batch.len()
-                            );
-                            self.last_error_log = Some(Instant::now());
-                        }
-                        self.last_store_error = Some(msg);
-                    }
+                    Err(err) => self.write_failed(err.to_string(), self.batch.len()),
                 }
             }
         }
@@ -437,13 +473,111 @@ impl Outputs {
             .record(Stage::Store, t.elapsed().as_nanos() as u64);
     }
 
-    /// Rows waiting for a retry after a failed write.
+    fn write_failed(&mut self, msg: String, rows: usize) {
+        self.store_failures += 1;
+        let due = self
+            .last_error_log
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+        if due {
+            warn!("database write failed ({msg}); keeping {rows} rows in memory and retrying");
+            self.last_error_log = Some(Instant::now());
+        }
+        self.last_store_error = Some(msg);
+    }
+
+    /// Collects the writer's last batch if it is back and hands it the gathered rows if it
+    /// is idle. Waits for it only when rows must not be dropped and the batch is half full.
+    fn hand_over(&mut self) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        let wait = !w.is_idle() && self.wait_for_writer && self.batch.len() >= self.wait_at;
+        self.collect(wait);
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        if !w.is_idle() {
+            return;
+        }
+        self.batch.set_max_rows(self.bound);
+        if self.batch.is_empty() {
+            return;
+        }
+        let next = self.spare.take().unwrap_or_else(|| Batch::new(self.bound));
+        let mut full = std::mem::replace(&mut self.batch, next);
+        self.dropped_before += full.take_dropped();
+        // The rows in flight count against the bound until they are written.
+        let sent = full.len();
+        match w.send(full) {
+            None => self.batch.set_max_rows(self.bound.saturating_sub(sent)),
+            Some(mut back) => {
+                // The thread is gone: keep the rows and write on the loop from now on.
+                log::error!("database writer thread stopped; writing on the packet loop instead");
+                self.writer = None;
+                back.set_max_rows(self.bound);
+                let newer = std::mem::replace(&mut self.batch, back);
+                self.batch.append(&newer);
+            }
+        }
+    }
+
+    /// Takes back the batch in flight once written (with `wait`, waits for it).
+    fn collect(&mut self, wait: bool) {
+        let Some(w) = &mut self.writer else {
+            return;
+        };
+        let rows = w.in_flight();
+        match w.poll(wait) {
+            Ok(None) => {}
+            Ok(Some(Written {
+                mut batch, result, ..
+            })) => match result {
+                Ok(()) => {
+                    batch.clear();
+                    self.spare = Some(batch);
+                    self.batch.set_max_rows(self.bound);
+                    self.last_store_error = None;
+                }
+                Err(msg) => {
+                    // Unwritten: its rows go first, then those gathered meanwhile.
+                    self.write_failed(msg, batch.len() + self.batch.len());
+                    batch.set_max_rows(self.bound);
+                    batch.append(&self.batch);
+                    self.dropped_before += self.batch.take_dropped();
+                    let mut newer = std::mem::replace(&mut self.batch, batch);
+                    newer.clear();
+                    self.spare = Some(newer);
+                }
+            },
+            Err(_gone) => {
+                log::error!(
+                    "database writer thread stopped; {rows} rows in flight lost; writing on the packet loop instead"
+                );
+                self.dropped_before += rows as u64;
+                self.writer = None;
+                self.batch.set_max_rows(self.bound);
+            }
+        }
+    }
+
+    /// Waits until every gathered row has been written (or its write has failed and it is
+    /// held for a retry): the end of a run, and tests that read the database next.
+    pub fn sync(&mut self) {
+        if self.writer.is_none() {
+            return;
+        }
+        self.collect(true);
+        self.hand_over();
+        self.collect(true);
+    }
+
+    /// Rows not yet in the database: gathered, being written, or held after a failed write.
     pub fn backlog(&self) -> usize {
-        self.batch.len()
+        self.batch.len() + self.writer.as_ref().map_or(0, Writer::in_flight)
     }
 
     pub fn dropped(&self) -> u64 {
-        self.batch.dropped()
+        self.dropped_before + self.batch.dropped()
     }
 
     /// Syslog output counters (None when `[syslog]` is off).
@@ -829,6 +963,7 @@ impl Pipeline {
             self.outputs.flush(&mut self.engine);
         }
         self.outputs.flush(&mut self.engine);
+        self.outputs.sync();
         advance_learning(self);
         self.outputs.flush_before_exit();
         self.info.capture_done = true;

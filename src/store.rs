@@ -1639,6 +1639,41 @@ impl Batch {
         self.dropped
     }
 
+    /// The bound on rows this batch holds.
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    /// Changes the bound (rows already held stay, even above it).
+    pub fn set_max_rows(&mut self, max_rows: usize) {
+        self.max_rows = max_rows;
+    }
+
+    /// Returns the count of dropped rows and restarts it (the batch changes hands).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Appends `newer`'s rows after this batch's own, up to the bound (what does not fit is
+    /// dropped and counted here). Used when a write failed: the unwritten rows come first.
+    pub fn append(&mut self, newer: &Batch) {
+        for a in newer.alerts() {
+            let _ = self.alert(&a);
+        }
+        for v in newer.verdicts() {
+            let _ = self.verdict(&v);
+        }
+        for f in &newer.flows {
+            let _ = self.flow(f);
+        }
+        for &(ts, counts) in &newer.windows {
+            let _ = self.window_counts(ts, counts);
+        }
+        for (ts, host, x) in &newer.samples {
+            let _ = self.feature_sample(*ts, *host, x);
+        }
+    }
+
     /// Forgets the rows (after a successful write), keeping the buffers.
     pub fn clear(&mut self) {
         self.text.clear();
@@ -1713,6 +1748,14 @@ impl Batch {
         self.room()?;
         self.flows.push(*f);
         Ok(())
+    }
+
+    /// Many flow rows at once (one copy); those beyond the bound are dropped and counted.
+    pub fn flows_from(&mut self, rows: &[FlowRow]) {
+        let room = self.max_rows.saturating_sub(self.len());
+        let take = room.min(rows.len());
+        self.flows.extend_from_slice(&rows[..take]);
+        self.dropped += (rows.len() - take) as u64;
     }
 
     pub fn window_counts(&mut self, ts: Micros, counts: [u64; 4]) -> Result<(), BatchFull> {

@@ -1526,6 +1526,8 @@ fn full_then_roomy_storage_keeps_detecting_bounded_and_retrying() {
                     + (SELECT count(*) FROM verdicts) + (SELECT count(*) FROM alerts)";
     let stored = count(&db, all_rows);
     assert!(feed(&mut engine, &mut out, 1));
+    // The writer thread writes in the background: wait for it before looking.
+    out.sync();
     assert_eq!(out.last_store_error, None, "write did not recover");
     assert_eq!(out.backlog(), 0);
     // The whole backlog went in with the retry.

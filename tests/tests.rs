@@ -17,3 +17,4 @@ mod rules;
 mod serve;
 mod store;
 mod syslog;
+mod writer;

@@ -1,0 +1,154 @@
+//! The database writer thread: writes each tick's [`Batch`] through its own SQLite
+//! connection while the packet loop goes on.
+//!
+//! Why a thread (docs/DECISIONS.md, "The database writer thread"): a commit ends in a WAL
+//! append and, every few MB, a checkpoint with fsyncs. On an SD card or a router's flash an
+//! fsync can take tens to hundreds of milliseconds, and while the loop waits on it the
+//! socket buffer overflows and the kernel drops frames. The loop hands over whole batches
+//! and never waits for them, except where nothing may be lost (replay) and the next batch is
+//! already half full. Detection stays in the one loop: nothing the writer does feeds back
+//! into verdicts.
+//!
+//! Exactly one batch is in flight at a time. Batches travel back and forth, so in steady
+//! state no buffer is allocated. A batch whose write failed comes back unwritten, with the
+//! error; the loop puts the rows it gathered meanwhile behind it and hands it over again on
+//! a later tick (the same retry the inline writer does).
+
+use std::io;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::store::{Batch, Store};
+
+/// A batch back from the writer.
+#[derive(Debug)]
+pub struct Written {
+    pub batch: Batch,
+    /// `Err` holds the error's text; the batch is then unwritten and unchanged.
+    pub result: Result<(), String>,
+    /// Time the write took on the writer thread.
+    pub took: Duration,
+}
+
+/// The writer thread has ended (it can only panic out of its loop).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterGone;
+
+/// The loop's handle on the writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    to_writer: Option<SyncSender<Batch>>,
+    from_writer: Receiver<Written>,
+    thread: Option<JoinHandle<()>>,
+    /// Rows of the batch being written (0 when idle).
+    in_flight: usize,
+    /// Batches written, and the time spent writing them (on the writer thread).
+    pub writes: u64,
+    pub busy: Duration,
+    /// Time the loop spent waiting for a batch to be written.
+    pub waited: Duration,
+}
+
+/// Stack of the writer thread. SQLite's deepest paths (checkpoint, B-tree rebalancing) use
+/// tens of KiB; only touched pages count towards RSS.
+const STACK: usize = 512 << 10;
+
+impl Writer {
+    /// Moves `store` (a connection of its own, not the loop's) onto a new thread.
+    pub fn start(mut store: Store) -> io::Result<Writer> {
+        let (to_writer, jobs) = sync_channel::<Batch>(1);
+        let (done, from_writer) = sync_channel::<Written>(1);
+        let thread = std::thread::Builder::new()
+            .name("pn-writer".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                while let Ok(batch) = jobs.recv() {
+                    let t = Instant::now();
+                    let result = store.write(&batch).map_err(|e| e.to_string());
+                    let took = t.elapsed();
+                    if done
+                        .send(Written {
+                            batch,
+                            result,
+                            took,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Writer {
+            to_writer: Some(to_writer),
+            from_writer,
+            thread: Some(thread),
+            in_flight: 0,
+            writes: 0,
+            busy: Duration::ZERO,
+            waited: Duration::ZERO,
+        })
+    }
+
+    /// True when no batch is being written.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight == 0
+    }
+
+    /// Rows being written now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Hands `batch` to the writer. Call only when idle. Gives the batch back (`Some`) if
+    /// the thread is gone.
+    pub fn send(&mut self, batch: Batch) -> Option<Batch> {
+        debug_assert!(self.is_idle());
+        let rows = batch.len();
+        match &self.to_writer {
+            Some(tx) => match tx.send(batch) {
+                Ok(()) => {
+                    self.in_flight = rows.max(1);
+                    None
+                }
+                Err(e) => Some(e.0),
+            },
+            None => Some(batch),
+        }
+    }
+
+    /// The batch in flight, once written: waits for it with `wait`, else only looks.
+    /// `Err(WriterGone)` when the thread is gone (it panicked): its batch is lost.
+    pub fn poll(&mut self, wait: bool) -> Result<Option<Written>, WriterGone> {
+        if self.in_flight == 0 {
+            return Ok(None);
+        }
+        let got = if wait {
+            let t = Instant::now();
+            let got = self.from_writer.recv().map_err(|_| WriterGone);
+            self.waited += t.elapsed();
+            got
+        } else {
+            match self.from_writer.try_recv() {
+                Ok(w) => Ok(w),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => Err(WriterGone),
+            }
+        };
+        self.in_flight = 0;
+        let w = got?;
+        self.writes += 1;
+        self.busy += w.took;
+        Ok(Some(w))
+    }
+}
+
+impl Drop for Writer {
+    /// Closes the queue and waits for the batch in flight to be written.
+    fn drop(&mut self) {
+        self.to_writer = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
