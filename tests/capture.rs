@@ -311,6 +311,38 @@ fn classic_pcap_both_byte_orders_micro_and_nano() {
 }
 
 #[test]
+fn classic_records_across_read_buffer_borders_read_exactly() {
+    // Records are lent straight from the 128 KiB read-ahead buffer when they lie wholly in
+    // it and copied when they straddle its end: sizes from 0 to beyond the buffer, so both
+    // paths and every border case occur, in both byte orders and resolutions.
+    for (be, nanos) in [(false, false), (true, true), (false, true)] {
+        let mut b = Builder::new(be);
+        b.classic_header(nanos, 1);
+        let scale = if nanos { 1000 } else { 1 };
+        let mut want = Vec::new();
+        let mut len = 0usize;
+        for i in 0..3000u32 {
+            len = match i {
+                1000 => 200_000,
+                2000 => 262_144,
+                _ => (len * 31 + 97) % 1601,
+            };
+            let d = payload(i as u8, len);
+            let wire = len as u32 + (i % 3) * 10;
+            b.classic_record(1_700_000_000 + i, (i % 1_000_000) * scale, &d, wire);
+            want.push(got(
+                (1_700_000_000 + i64::from(i)) * 1_000_000 + i64::from(i % 1_000_000),
+                LinkType::Ethernet,
+                &d,
+                wire,
+            ));
+        }
+        let f = TempFile::with("borders.pcap", &b.out);
+        expect_frames(f.path(), &want);
+    }
+}
+
+#[test]
 fn classic_pcap_other_link_types_and_wire_len_never_below_captured() {
     let mut b = Builder::new(false);
     b.classic_header(false, 113);

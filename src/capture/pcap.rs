@@ -338,6 +338,9 @@ pub struct PcapReader {
     format: Format,
     stats: SourceStats,
     finished: bool,
+    /// Bytes of the last record, lent to the caller straight from the read-ahead buffer,
+    /// still to be consumed (before the next read).
+    lent: usize,
 }
 
 impl std::fmt::Debug for PcapReader {
@@ -424,6 +427,7 @@ impl PcapReader {
             format,
             stats: SourceStats::default(),
             finished: false,
+            lent: 0,
         })
     }
 
@@ -448,7 +452,37 @@ impl PcapReader {
             format,
             stats,
             finished,
+            lent,
         } = self;
+        if *lent > 0 {
+            input.rd.consume(*lent);
+            *lent = 0;
+        }
+        if let Format::Classic(c) = format {
+            // Fast path: a record wholly in the read-ahead buffer is lent from there, without
+            // copying it into the record buffer (offsets as if read; consumed next call).
+            let hl = c.rec_hdr_len;
+            let whole = input.rd.buffer().get(..hl).and_then(|h| {
+                let incl = u32_at(h, 8, c.be) as usize;
+                let frac = u32_at(h, 4, c.be);
+                let frac_us = if c.nanos { frac / 1000 } else { frac };
+                let ts = i64::from(u32_at(h, 0, c.be)) * 1_000_000 + i64::from(frac_us);
+                let wire_len = u32_at(h, 12, c.be).max(incl as u32);
+                (incl <= MAX_RECORD && input.rd.buffer().len() >= hl + incl)
+                    .then_some((incl, ts, wire_len))
+            });
+            if let Some((incl, ts, wire_len)) = whole {
+                *lent = hl + incl;
+                input.offset += *lent as u64;
+                stats.frames += 1;
+                return Ok(Next::Frame(Frame {
+                    ts,
+                    link: c.link,
+                    data: input.rd.buffer().get(hl..hl + incl).unwrap_or(&[]),
+                    wire_len,
+                }));
+            }
+        }
         let frame = match format {
             Format::Classic(c) => next_classic(input, buf, *c),
             Format::Ng(s) => next_ng(input, buf, s),
