@@ -514,6 +514,7 @@ impl Engine {
                 has_flow: true,
                 to_server: upd.to_server,
                 established: upd.established,
+                stream: upd.stream,
             };
             self.hits.clear();
             rules.inspect(&ctx, &mut flow.rule_state, &mut self.hits);

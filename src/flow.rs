@@ -145,10 +145,29 @@ pub struct Flow {
     pub rejected: bool,
     /// Rule engine per-flow state (flowbits).
     pub rule_state: crate::rules::FlowRuleState,
+    /// TCP sequence tracking per direction (0 = to server), for the `stream_size` keyword:
+    /// the first sequence number (minus one when the SYN was not seen, as Suricata picks up
+    /// a stream midway) and the highest next sequence number seen.
+    pub seq_isn: [u32; 2],
+    pub seq_next: [u32; 2],
+    /// Bit `d` set once direction `d` has been seen.
+    pub seq_seen: u8,
 }
 
 impl Flow {
     /// True once packets went both ways (UDP/ICMP) or the TCP handshake completed.
+    /// Bytes of sequence space each side has used so far (client, server): Suricata's
+    /// `next_seq - isn`, SYN and FIN counting one each, retransmissions not again.
+    pub fn stream_sizes(&self) -> [u32; 2] {
+        std::array::from_fn(|d| {
+            if self.seq_seen & (1 << d) != 0 {
+                self.seq_next[d].wrapping_sub(self.seq_isn[d])
+            } else {
+                0
+            }
+        })
+    }
+
     pub fn established(&self, proto: u8) -> bool {
         if proto == IPPROTO_TCP {
             matches!(self.tcp, TcpState::Established | TcpState::Closing)
@@ -195,6 +214,8 @@ pub struct FlowUpdate {
     /// First packet back from the responder: answered (or rejected) just now.
     pub first_reply: bool,
     pub established: bool,
+    /// TCP: sequence space used by (client, server) so far, this packet included.
+    pub stream: [u32; 2],
 }
 
 /// Idle timeouts per class, in microseconds.
@@ -362,6 +383,19 @@ impl FlowTable {
         let tcp_was_established = f.established(proto);
         let mut closed = false;
         if is_tcp {
+            let syn = u32::from(flags & tcp_flags::SYN != 0);
+            let fin = u32::from(flags & tcp_flags::FIN != 0);
+            let seq = meta.tcp.seq;
+            let end = seq.wrapping_add(meta.payload_len + syn + fin);
+            if f.seq_seen & (1 << dir) == 0 {
+                f.seq_seen |= 1 << dir;
+                f.seq_isn[dir] = if syn == 1 { seq } else { seq.wrapping_sub(1) };
+                f.seq_next[dir] = end;
+            } else if (end.wrapping_sub(f.seq_next[dir]) as i32) > 0 {
+                f.seq_next[dir] = end;
+            }
+        }
+        if is_tcp {
             use TcpState::*;
             let syn = flags & tcp_flags::SYN != 0;
             let ack = flags & tcp_flags::ACK != 0;
@@ -389,6 +423,7 @@ impl FlowTable {
         } else {
             f.established(proto)
         };
+        let stream = if is_tcp { f.stream_sizes() } else { [0; 2] };
         if closed {
             self.table.set_class(slot, CLASS_CLOSED);
         }
@@ -398,6 +433,7 @@ impl FlowTable {
             to_server,
             first_reply,
             established,
+            stream,
         }
     }
 
@@ -564,6 +600,44 @@ mod tests {
         let row = f.row(ft.table.key(u.slot).unwrap(), "timeout");
         assert_eq!(row.src, IpAddr::V4(Ipv4Addr::from(c)));
         assert_eq!(row.dst_port, 22);
+    }
+
+    #[test]
+    fn stream_sizes_follow_sequence_space_like_suricata() {
+        use tcp_flags::*;
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let mut ft = FlowTable::new(16, timeouts(), 1);
+        let mut pkt = |from_client: bool, flags: u8, seq: u32, len: u32| {
+            let mut m = if from_client {
+                tcp(c, 40000, s, 445, flags)
+            } else {
+                tcp(s, 445, c, 40000, flags)
+            };
+            m.tcp.seq = seq;
+            m.payload_len = len;
+            ft.update(&m, 1, |_, _, _| {}).stream
+        };
+        // The SYN and SYN-ACK use one each.
+        assert_eq!(pkt(true, SYN, 1000, 0), [1, 0]);
+        assert_eq!(pkt(false, SYN | ACK, u32::MAX - 10, 0), [1, 1]);
+        assert_eq!(pkt(true, ACK, 1001, 0), [1, 1]);
+        assert_eq!(pkt(true, ACK | PSH, 1001, 100), [101, 1]);
+        // A retransmission adds nothing; the server's data wraps the sequence space.
+        assert_eq!(pkt(true, ACK | PSH, 1001, 100), [101, 1]);
+        assert_eq!(pkt(false, ACK | PSH, u32::MAX - 9, 50), [101, 51]);
+        // An older segment arriving late does not move the edge back.
+        assert_eq!(pkt(false, ACK, u32::MAX - 9, 0), [101, 51]);
+        assert_eq!(pkt(true, ACK | FIN, 1101, 0), [102, 51]);
+        // Joined midway (no SYN seen): the first byte seen counts from one before it.
+        let mut m = tcp([10, 0, 0, 3], 5000, s, 80, ACK | PSH);
+        m.tcp.seq = 7000;
+        m.payload_len = 10;
+        assert_eq!(ft.update(&m, 2, |_, _, _| {}).stream, [11, 0]);
+        // Not TCP: nothing to measure.
+        let mut u = tcp([10, 0, 0, 4], 53, s, 53, 0);
+        u.ip_proto = 17;
+        u.payload_len = 30;
+        assert_eq!(ft.update(&u, 3, |_, _, _| {}).stream, [0, 0]);
     }
 
     #[test]

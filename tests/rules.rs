@@ -36,17 +36,21 @@ struct Dir {
     has_flow: bool,
     to_server: bool,
     established: bool,
+    /// Sequence space used by (client, server).
+    stream: [u32; 2],
 }
 
 const STATELESS: Dir = Dir {
     has_flow: false,
     to_server: false,
     established: false,
+    stream: [0; 2],
 };
 const EST_TS: Dir = Dir {
     has_flow: true,
     to_server: true,
     established: true,
+    stream: [0; 2],
 };
 
 fn sids_of(
@@ -65,6 +69,7 @@ fn sids_of(
         has_flow: d.has_flow,
         to_server: d.to_server,
         established: d.established,
+        stream: d.stream,
     };
     set.inspect(&ctx, flow, &mut out);
     let mut v: Vec<u32> = out.iter().map(|h| set.info(h.rule).sid).collect();
@@ -126,7 +131,7 @@ fn bad_rules_are_skipped_naming_file_line_and_keyword() {
     let cases: &[(&str, &str)] = &[
         ("alert http any any -> any any (sid:1;)", "protocol `http`"),
         ("alert tcp any any -> any any (http.uri; content:\"x\"; sid:1;)", "`http.uri`"),
-        ("alert tcp any any -> any any (content:\"x\"; stream_size:server,<,5; sid:1;)", "`stream_size`"),
+        ("alert tcp any any -> any any (content:\"x\"; flowint:count,+,1; sid:1;)", "`flowint`"),
         ("alert tcp any any -> any any (pcre:\"/(a)\\1/\"; sid:1;)", "pcre"),
         ("alert tcp any any -> any any (pcre:\"/(?=a)b/\"; sid:1;)", "pcre"),
         ("alert tcp any any -> any any (pcre:\"/x/U\"; sid:1;)", "flag `U`"),
@@ -315,8 +320,61 @@ alert tcp any any -> any any (flow:stateless; sid:4;)
         has_flow: true,
         to_server: false,
         established: false,
+        stream: [0; 2],
     };
     assert_eq!(hit(&mut set, &f, tc), [2, 3, 4]);
+}
+
+#[test]
+fn stream_size_compares_each_side_of_the_tcp_stream() {
+    let mut set = load_ok(
+        r#"
+alert tcp any any -> any any (stream_size:server,<,1111; sid:1;)
+alert tcp any any -> any any (stream_size:client,>=,100; sid:2;)
+alert tcp any any -> any any (stream_size:both,>,50; sid:3;)
+alert tcp any any -> any any (stream_size:either,=,7; sid:4;)
+alert tcp any any -> any any (stream_size:client,!=,7; sid:5;)
+alert tcp any any -> any any (stream_size:server,<=,0; sid:6;)
+"#,
+    );
+    let f = tcp(80, 0x18, b"data");
+    let at = |client: u32, server: u32| Dir {
+        stream: [client, server],
+        ..EST_TS
+    };
+    assert_eq!(hit(&mut set, &f, at(0, 0)), [1, 5, 6]);
+    assert_eq!(hit(&mut set, &f, at(100, 1110)), [1, 2, 3, 5]);
+    assert_eq!(hit(&mut set, &f, at(7, 1111)), [4]);
+    assert_eq!(hit(&mut set, &f, at(51, 51)), [1, 3, 5]);
+    // Without a flow there is no stream to measure: no stream_size rule matches.
+    assert_eq!(hit(&mut set, &f, STATELESS), Vec::<u32>::new());
+}
+
+#[test]
+fn stream_size_syntax_errors_name_the_problem() {
+    for (rule, want) in [
+        (
+            "stream_size:server,<;",
+            "is not <server|client|both|either>",
+        ),
+        (
+            "stream_size:north,<,5;",
+            "`north` is not server, client, both or either",
+        ),
+        ("stream_size:server,<>,5;", "modifier `<>`"),
+        ("stream_size:server,<,lots;", "stream_size"),
+        (
+            "stream_size:server,<,5; stream_size:client,>,1;",
+            "given twice",
+        ),
+    ] {
+        let text = format!("alert tcp any any -> any any ({rule} sid:9;)\n");
+        let (set, rep) = load(&text);
+        assert_eq!(set.len(), 0, "{rule} was accepted");
+        let shown = rep.skipped[0].to_string();
+        assert!(shown.starts_with("t.rules:1:"), "{shown}");
+        assert!(shown.contains(want), "{rule}: {shown}");
+    }
 }
 
 #[test]
@@ -525,6 +583,7 @@ fn ns_per_packet(set: &mut RuleSet, frames: &[Vec<u8>], rounds: usize) -> f64 {
                 has_flow: true,
                 to_server: true,
                 established: true,
+                stream: [0; 2],
             };
             set.inspect(&ctx, &mut flow, &mut out);
         }

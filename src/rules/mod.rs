@@ -202,6 +202,9 @@ pub struct PacketCtx<'a> {
     pub to_server: bool,
     /// TCP: three-way handshake completed; UDP/ICMP: packets seen both ways.
     pub established: bool,
+    /// TCP: sequence space used by (client, server) so far, this packet included (the
+    /// `stream_size` keyword); zeros without a flow.
+    pub stream: [u32; 2],
 }
 
 /// Per-flow rule state, kept by the engine in each flow entry.
@@ -844,6 +847,11 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
     if !r.conds.iter().all(|c| c.test(m, pkt.frame)) {
         return false;
     }
+    if let Some((side, cmp)) = r.stream_size {
+        if !pkt.has_flow || m.ip_proto != 6 || !side.test(cmp, pkt.stream) {
+            return false;
+        }
+    }
     for op in &r.flowbits {
         let bits = flow.flowbits;
         let ok = match *op {
@@ -1068,6 +1076,7 @@ alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
                 has_flow: rng.below(4) != 0,
                 to_server: rng.below(2) == 0,
                 established: rng.below(2) == 0,
+                stream: [rng.below(3000) as u32, rng.below(3000) as u32],
             };
             let fi = rng.below(8);
             if rng.below(200) == 0 {

@@ -120,6 +120,8 @@ pub struct Rule {
     pub bidir: bool,
     pub flow: u8,
     pub conds: Vec<Cond>,
+    /// `stream_size`: which side's TCP sequence space, compared how.
+    pub stream_size: Option<(StreamSide, UCmp)>,
     pub payload: Vec<PMatch>,
     pub flowbits: Vec<FbOp>,
     pub noalert: bool,
@@ -288,6 +290,57 @@ fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
     v.trim()
         .parse::<T>()
         .map_err(|_| format!("{key}: `{v}` is not a valid number"))
+}
+
+/// Which side(s) of a TCP stream `stream_size` compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamSide {
+    Client,
+    Server,
+    Both,
+    Either,
+}
+
+impl StreamSide {
+    /// `sizes` is (client, server) sequence space used.
+    pub fn test(self, cmp: UCmp, sizes: [u32; 2]) -> bool {
+        let (c, s) = (cmp.test(u64::from(sizes[0])), cmp.test(u64::from(sizes[1])));
+        match self {
+            StreamSide::Client => c,
+            StreamSide::Server => s,
+            StreamSide::Both => c && s,
+            StreamSide::Either => c || s,
+        }
+    }
+}
+
+/// `stream_size:<server|client|both|either>,<modifier>,<number>` with a modifier of
+/// `>`, `<`, `=`, `!=`, `>=` or `<=` (Suricata's syntax).
+fn parse_stream_size(v: &str) -> Result<(StreamSide, UCmp), String> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let [side, modifier, number] = parts[..] else {
+        return Err(format!(
+            "stream_size: `{v}` is not <server|client|both|either>,<modifier>,<number>"
+        ));
+    };
+    let side = match side {
+        "server" => StreamSide::Server,
+        "client" => StreamSide::Client,
+        "both" => StreamSide::Both,
+        "either" => StreamSide::Either,
+        _ => {
+            return Err(format!(
+                "stream_size: `{side}` is not server, client, both or either"
+            ))
+        }
+    };
+    if !matches!(modifier, ">" | "<" | "=" | "!=" | ">=" | "<=") {
+        return Err(format!(
+            "stream_size: modifier `{modifier}` is not one of > < = != >= <="
+        ));
+    }
+    let n = parse_num::<u32>("stream_size", number)?;
+    Ok((side, parse_ucmp("stream_size", &format!("{modifier}{n}"))?))
 }
 
 fn parse_ucmp(key: &str, v: &str) -> Result<UCmp, String> {
@@ -1000,6 +1053,7 @@ pub fn parse_rule(
     let mut priority = None;
     let mut flow = 0u8;
     let mut conds = Vec::new();
+    let mut stream_size = None;
     let mut flowbits = Vec::new();
     let mut noalert = false;
     let mut thresh: Option<ThreshSpec> = None;
@@ -1118,6 +1172,12 @@ pub fn parse_rule(
                 });
             }
             "dsize" => conds.push(Cond::Dsize(parse_ucmp(key, val)?)),
+            "stream_size" => {
+                if stream_size.is_some() {
+                    return Err("`stream_size` given twice".into());
+                }
+                stream_size = Some(parse_stream_size(val)?);
+            }
             "ttl" => conds.push(Cond::Ttl(parse_u8cmp(key, val)?)),
             "itype" => conds.push(Cond::Itype(parse_u8cmp(key, val)?)),
             "icode" => conds.push(Cond::Icode(parse_u8cmp(key, val)?)),
@@ -1277,6 +1337,7 @@ pub fn parse_rule(
         bidir,
         flow,
         conds,
+        stream_size,
         payload: b.payload,
         flowbits,
         noalert,
