@@ -486,7 +486,8 @@ impl Outputs {
     }
 
     /// Collects the writer's last batch if it is back and hands it the gathered rows if it
-    /// is idle. Waits for it only when rows must not be dropped and the batch is half full.
+    /// is idle. Waits for it only when rows must not be dropped (`wait_for_writer`) and
+    /// `wait_at` rows are already waiting.
     fn hand_over(&mut self) {
         let Some(w) = &self.writer else {
             return;

@@ -5,9 +5,9 @@
 //! append and, every few MB, a checkpoint with fsyncs. On an SD card or a router's flash an
 //! fsync can take tens to hundreds of milliseconds, and while the loop waits on it the
 //! socket buffer overflows and the kernel drops frames. The loop hands over whole batches
-//! and never waits for them, except where nothing may be lost (replay) and the next batch is
-//! already half full. Detection stays in the one loop: nothing the writer does feeds back
-//! into verdicts.
+//! and never waits for them, except where nothing may be lost (replay) and 2 × `outbox` rows
+//! are already waiting for the next batch. Detection stays in the one loop: nothing the
+//! writer does feeds back into verdicts.
 //!
 //! Exactly one batch is in flight at a time. Batches travel back and forth, so in steady
 //! state no buffer is allocated. A batch whose write failed comes back unwritten, with the
