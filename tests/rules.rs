@@ -350,6 +350,46 @@ alert tcp any any -> any any (stream_size:server,<=,0; sid:6;)
     assert_eq!(hit(&mut set, &f, STATELESS), Vec::<u32>::new());
 }
 
+/// `frame` (Ethernet + IPv4) with `opts` inserted as IPv4 options (padded to 4 bytes).
+fn with_ip_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    let mut o = opts.to_vec();
+    o.resize(opts.len().div_ceil(4) * 4, 0);
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(&o);
+    f.extend_from_slice(&frame[34..]);
+    f[14] = 0x40 | (5 + o.len() / 4) as u8;
+    let total = u16::from_be_bytes([f[16], f[17]]) + o.len() as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f
+}
+
+#[test]
+fn ipopts_matches_the_named_ipv4_option() {
+    let mut set = load_ok(
+        r#"
+alert ip any any -> any any (ipopts:lsrr; sid:1;)
+alert ip any any -> any any (ipopts:rr; sid:2;)
+alert ip any any -> any any (ipopts:any; sid:3;)
+alert ip any any -> any any (ipopts:nop; sid:4;)
+alert ip any any -> any any (ipopts:eol; sid:5;)
+alert tcp any any -> any any (ipopts:ts; content:"GET"; sid:6;)
+"#,
+    );
+    let plain = tcp(80, 0x18, b"GET / HTTP/1.0");
+    assert_eq!(hit(&mut set, &plain, EST_TS), Vec::<u32>::new());
+    // NOP, then loose source route (type 131, length 7: pointer + one address), then EOL.
+    let lsrr = with_ip_options(&plain, &[1, 131, 7, 4, 10, 0, 0, 1, 0]);
+    assert_eq!(hit(&mut set, &lsrr, EST_TS), [1, 3, 4, 5]);
+    // Record route (7) and timestamp (68), no EOL; the payload still matches.
+    let rr_ts = with_ip_options(&plain, &[7, 3, 4, 68, 4, 5, 0x01]);
+    assert_eq!(hit(&mut set, &rr_ts, EST_TS), [2, 3, 5, 6]);
+    // A length running past the header ends the walk: nothing named after it is seen.
+    let bad = with_ip_options(&plain, &[1, 131, 40, 4]);
+    assert_eq!(hit(&mut set, &bad, EST_TS), [3, 4]);
+    let err = load("alert ip any any -> any any (ipopts:route; sid:7;)\n").1;
+    assert!(err.skipped[0].to_string().contains("`route` is not one of"));
+}
+
 #[test]
 fn stream_size_syntax_errors_name_the_problem() {
     for (rule, want) in [

@@ -106,6 +106,73 @@ pub enum Cond {
         negated: bool,
         value: u8,
     },
+    /// `ipopts`: the IPv4 header carries this option (an [`ipopt`] bit), or any option.
+    IpOpts(u16),
+}
+
+/// IPv4 options `ipopts` names, as bits of [`ipv4_options`]'s result (Suricata's list).
+pub mod ipopt {
+    pub const EOL: u16 = 1 << 0;
+    pub const NOP: u16 = 1 << 1;
+    pub const RR: u16 = 1 << 2;
+    pub const TS: u16 = 1 << 3;
+    pub const SEC: u16 = 1 << 4;
+    pub const ESEC: u16 = 1 << 5;
+    pub const LSRR: u16 = 1 << 6;
+    pub const SSRR: u16 = 1 << 7;
+    pub const SATID: u16 = 1 << 8;
+    /// Any option at all, named or not.
+    pub const ANY: u16 = 1 << 15;
+
+    /// The keyword's names and bits.
+    pub const NAMES: [(&str, u16); 10] = [
+        ("eol", EOL),
+        ("nop", NOP),
+        ("rr", RR),
+        ("ts", TS),
+        ("sec", SEC),
+        ("esec", ESEC),
+        ("lsrr", LSRR),
+        ("ssrr", SSRR),
+        ("satid", SATID),
+        ("any", ANY),
+    ];
+}
+
+/// The options present in an IPv4 header's option area, as [`ipopt`] bits (`ANY` when the
+/// area holds anything). Walked as Suricata does: EOL ends the list, NOP is one byte, every
+/// other option has a length byte; a length below 2 or past the area ends the walk, keeping
+/// what was found before it.
+pub fn ipv4_options(opts: &[u8]) -> u16 {
+    let mut set = if opts.is_empty() { 0 } else { ipopt::ANY };
+    let mut i = 0;
+    while let Some(&t) = opts.get(i) {
+        match t {
+            0 => return set | ipopt::EOL,
+            1 => {
+                set |= ipopt::NOP;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(opts.get(i + 1).copied().unwrap_or(0));
+        if len < 2 || i + len > opts.len() {
+            break;
+        }
+        set |= match t {
+            7 => ipopt::RR,
+            68 => ipopt::TS,
+            130 => ipopt::SEC,
+            133 => ipopt::ESEC,
+            131 => ipopt::LSRR,
+            137 => ipopt::SSRR,
+            136 => ipopt::SATID,
+            _ => 0,
+        };
+        i += len;
+    }
+    set
 }
 
 fn icmp_has_id(typ: u8, ipv6: bool) -> bool {
@@ -166,6 +233,17 @@ impl Cond {
                     && frame
                         .get(m.l3_off as usize + 1)
                         .is_some_and(|&b| (b == value) != negated)
+            }
+            Cond::IpOpts(bit) => {
+                let at = m.l3_off as usize;
+                m.l3 == L3::Ipv4
+                    && m.ip_options
+                    && frame.get(at).is_some_and(|&vihl| {
+                        let end = at + usize::from(vihl & 0x0f) * 4;
+                        frame
+                            .get(at + 20..end.min(frame.len()))
+                            .is_some_and(|o| ipv4_options(o) & bit != 0)
+                    })
             }
         }
     }

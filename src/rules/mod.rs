@@ -928,6 +928,9 @@ alert icmp any any -> any any (msg:"icmp6 echo"; itype:128; dsize:<100; sid:20;)
 alert tcp any any -> any any (msg:"window"; window:!0; flags:F+; sid:21;)
 alert tcp any any -> any [21,22,23] (msg:"ports flow"; flow:to_client,not_established; sid:22;)
 alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
+alert ip any any -> any any (msg:"lsrr"; ipopts:lsrr; sid:24;)
+alert tcp any any -> any 80 (msg:"any opt"; ipopts:any; flags:S; sid:25;)
+alert tcp any any -> any any (msg:"stream"; stream_size:either,>,1500; flow:established; sid:26;)
 "#;
 
     struct Rng(u64);
@@ -1034,13 +1037,20 @@ alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
         } else {
             // One in eight a later fragment (no usable L4 header).
             let frag: u16 = if rng.below(8) == 0 { 0x0010 } else { 0 };
-            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
-            f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            // One in six with IP options: none named, loose source route, record route.
+            let opts: &[u8] = match rng.below(12) {
+                0 => &[1, 1, 1, 0],
+                1 => &[131, 7, 4, 10, 0, 0, 1, 0],
+                _ => &[],
+            };
+            f.extend_from_slice(&[0x08, 0x00, 0x45 + (opts.len() / 4) as u8, 0]);
+            f.extend_from_slice(&((20 + opts.len() + l4.len()) as u16).to_be_bytes());
             f.extend_from_slice(&[0, 1]);
             f.extend_from_slice(&frag.to_be_bytes());
             f.extend_from_slice(&[1 + rng.below(64) as u8, proto, 0, 0]);
             f.extend_from_slice(&src);
             f.extend_from_slice(&dst);
+            f.extend_from_slice(opts);
         }
         f.extend_from_slice(&l4);
         f
@@ -1094,6 +1104,10 @@ alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
         println!("{alerts} alerts from {} rules: {hit:?}", hit.len());
         assert!(alerts > 2_000, "only {alerts} alerts");
         assert!(hit.len() >= 25, "only {} rules alerted: {hit:?}", hit.len());
+        // The header and stream keywords took part.
+        for sid in [24, 25, 26] {
+            assert!(hit.contains(&sid), "sid {sid} never alerted: {hit:?}");
+        }
     }
 
     #[test]

@@ -1219,6 +1219,19 @@ pub fn parse_rule(
             }
             "id" => conds.push(Cond::IpId(parse_num(key, val)?)),
             "sameip" => conds.push(Cond::SameIp),
+            "ipopts" => {
+                let name = val.trim();
+                let bit = super::matcher::ipopt::NAMES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|&(_, b)| b)
+                    .ok_or_else(|| {
+                        format!(
+                            "ipopts: `{name}` is not one of rr, eol, nop, ts, sec, esec, lsrr, ssrr, satid, any"
+                        )
+                    })?;
+                conds.push(Cond::IpOpts(bit));
+            }
             "fragbits" => conds.push(parse_fragbits(val)?),
             "fragoffset" => {
                 let (negated, v) = match val.strip_prefix('!') {
