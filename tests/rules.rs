@@ -391,6 +391,49 @@ alert tcp any any -> any any (ipopts:ts; content:"GET"; sid:6;)
 }
 
 #[test]
+fn dns_rules_and_the_dns_query_buffer() {
+    let mut set = load_ok(
+        r#"
+alert dns any any -> any any (msg:"bad domain"; dns.query; content:"evil.example"; nocase; endswith; sid:1;)
+alert udp any any -> any 53 (dns_query; content:"www."; startswith; pkt_data; content:"|00 10 00 01|"; sid:2;)
+alert dns any any -> any any (msg:"any dns"; content:"|00 01 00 00|"; sid:3;)
+alert dns any any -> any any (dns.query; pcre:"/^[a-z0-9]{30,}\./"; sid:4;)
+alert udp any any -> any 53 (content:"evil"; nocase; sid:5;)
+"#,
+    );
+    let udp53 = |msg: &[u8]| frames::eth_ipv4_udp(MAC_A, MAC_B, A, B, 40000, 53, msg);
+    let q = frames::dns_query(7, "mail.EVIL.example", 1);
+    assert_eq!(hit(&mut set, &udp53(&q), STATELESS), [1, 3, 5]);
+    // The buffer is the dotted name: labels' length bytes are not in it.
+    let q = frames::dns_query(8, "www.example.org", 16);
+    assert_eq!(hit(&mut set, &udp53(&q), STATELESS), [2, 3]);
+    let long = format!("{}.tunnel.example", "a1b2c3d4e5".repeat(4));
+    let q = frames::dns_query(9, &long, 16);
+    assert_eq!(hit(&mut set, &udp53(&q), STATELESS), [3, 4]);
+    // A response (QR set) has no dns.query; `dns` rules still see its payload.
+    let mut r = frames::dns_query(7, "mail.evil.example", 1);
+    r[2] |= 0x80;
+    assert_eq!(hit(&mut set, &udp53(&r), STATELESS), [3, 5]);
+    // Over TCP, to port 53.
+    let t = frames::dns_over_tcp(&frames::dns_query(10, "cdn.evil.example", 1));
+    let tcp53 = frames::eth_ipv4_tcp(MAC_A, MAC_B, A, B, 40000, 53, 0x18, 1000, 1, &t);
+    assert_eq!(hit(&mut set, &tcp53, EST_TS), [1, 3]);
+    // `dns` rules with any destination port see messages sent to a DNS port, not from one.
+    let q = frames::dns_query(11, "x.evil.example", 1);
+    let from53 = frames::eth_ipv4_udp(MAC_A, MAC_B, A, B, 53, 40000, &q);
+    assert_eq!(hit(&mut set, &from53, STATELESS), Vec::<u32>::new());
+    // Not DNS (the decoder found no question): `dns` rules do not apply.
+    let junk = udp53(b"evil junk, not a DNS message");
+    assert_eq!(hit(&mut set, &junk, STATELESS), [5]);
+    // dns.query on a protocol without DNS is refused, naming the keyword.
+    let (set, rep) = load("alert icmp any any -> any any (dns.query; content:\"x\"; sid:9;)\n");
+    assert_eq!(set.len(), 0);
+    assert!(rep.skipped[0]
+        .to_string()
+        .contains("dns.query: needs a dns"));
+}
+
+#[test]
 fn stream_size_syntax_errors_name_the_problem() {
     for (rule, want) in [
         (

@@ -457,15 +457,26 @@ impl RuleSet {
                 Proto::Ip => &[0, 1, 2, 3],
                 Proto::Tcp => &[0],
                 Proto::Udp => &[1],
+                Proto::Dns => &[0, 1],
                 Proto::Icmp | Proto::Icmp4 | Proto::Icmp6 => &[2],
             };
-            let indexed = matches!(r.proto, Proto::Tcp | Proto::Udp)
-                && !r.bidir
-                && !r.dport_any
-                && r.dport.count() <= MAX_INDEXED_PORTS;
+            // `dns` rules see messages sent to a DNS port: with any destination port they
+            // are indexed under those ports.
+            let dns_any = r.proto == Proto::Dns && r.dport_any && !r.bidir;
+            let indexed = dns_any
+                || (matches!(r.proto, Proto::Tcp | Proto::Udp | Proto::Dns)
+                    && !r.bidir
+                    && !r.dport_any
+                    && r.dport.count() <= MAX_INDEXED_PORTS);
+            let dns_ports = crate::decode::DNS_PORTS.map(|p| (u128::from(p), u128::from(p)));
             for &c in cls {
                 if indexed {
-                    for &(lo, hi) in r.dport.ranges() {
+                    let ranges = if dns_any {
+                        &dns_ports[..]
+                    } else {
+                        r.dport.ranges()
+                    };
+                    for &(lo, hi) in ranges {
                         for p in lo..=hi {
                             let p = p as u16;
                             let g = match classes[c].ports.get(&p) {
@@ -829,6 +840,13 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
     if r.proto != Proto::Ip && (m.l4_off == 0 || (m.frag.is_fragment && m.frag.offset > 0)) {
         return false;
     }
+    // `dns` rules see DNS messages; with any destination port, those sent to a DNS port.
+    if r.proto == Proto::Dns
+        && (m.dns.is_none()
+            || (r.dport_any && !r.bidir && !crate::decode::DNS_PORTS.contains(&m.dst_port)))
+    {
+        return false;
+    }
     // Cheap per-packet tests first (flow state, flags, sizes, flowbits), the address and
     // port sets (range searches) after: plain rules such as SYN-scan detectors are
     // candidates for every packet of their group, and most packets fail their flags.
@@ -870,7 +888,17 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
     if !(side_matches(r, s, m.src_port, d, m.dst_port) || reverse()) {
         return false;
     }
-    r.payload.is_empty() || match_payload(&r.payload, payload)
+    (r.payload.is_empty() || match_payload(&r.payload, payload))
+        && (r.dns_query.is_empty() || dns_query_matches(&r.dns_query, pkt))
+}
+
+/// The `dns.query` buffer: the query name of a DNS request, as dotted text.
+fn dns_query_matches(items: &[matcher::PMatch], pkt: &PacketCtx<'_>) -> bool {
+    let Some(d) = pkt.meta.dns.filter(|d| !d.is_response) else {
+        return false;
+    };
+    let mut buf = [0u8; 256];
+    match_payload(items, crate::decode::dns_qname(pkt.frame, &d, &mut buf))
 }
 
 #[cfg(test)]
@@ -931,6 +959,7 @@ alert tcp any any -> any any (msg:"empty dsize"; dsize:<0; sid:23;)
 alert ip any any -> any any (msg:"lsrr"; ipopts:lsrr; sid:24;)
 alert tcp any any -> any 80 (msg:"any opt"; ipopts:any; flags:S; sid:25;)
 alert tcp any any -> any any (msg:"stream"; stream_size:either,>,1500; flow:established; sid:26;)
+alert dns any any -> any any (msg:"dns q"; dns.query; content:"EXAMPLE"; nocase; sid:27;)
 "#;
 
     struct Rng(u64);
@@ -971,6 +1000,7 @@ alert tcp any any -> any any (msg:"stream"; stream_size:either,>,1500; flow:esta
         b"login: ",
         b"\x18\x03\x02\x00\x03\x01\x40\x00",
         b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x00\x01",
+        b"\x12\x35\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x03com\x00\x00\x01\x00\x01",
         b"EHLO [1.2.3.4]",
         b"eth_submitWork",
         b"Authorization: Basic Zm9v",
@@ -1105,7 +1135,7 @@ alert tcp any any -> any any (msg:"stream"; stream_size:either,>,1500; flow:esta
         assert!(alerts > 2_000, "only {alerts} alerts");
         assert!(hit.len() >= 25, "only {} rules alerted: {hit:?}", hit.len());
         // The header and stream keywords took part.
-        for sid in [24, 25, 26] {
+        for sid in [24, 25, 26, 27] {
             assert!(hit.contains(&sid), "sid {sid} never alerted: {hit:?}");
         }
     }

@@ -51,12 +51,16 @@ pub enum Proto {
     Icmp,
     Icmp4,
     Icmp6,
+    /// DNS messages (UDP or TCP) the decoder recognised, sent to a DNS port (53, 5353,
+    /// 5355): Suricata's `dns` app-layer protocol for requests.
+    Dns,
 }
 
 impl Proto {
     pub fn matches(self, ip_proto: u8) -> bool {
         match self {
             Proto::Ip => true,
+            Proto::Dns => ip_proto == 6 || ip_proto == 17,
             Proto::Tcp => ip_proto == 6,
             Proto::Udp => ip_proto == 17,
             Proto::Icmp => ip_proto == 1 || ip_proto == 58,
@@ -123,6 +127,8 @@ pub struct Rule {
     /// `stream_size`: which side's TCP sequence space, compared how.
     pub stream_size: Option<(StreamSide, UCmp)>,
     pub payload: Vec<PMatch>,
+    /// Matches in the `dns.query` buffer (the query name as dotted text, requests only).
+    pub dns_query: Vec<PMatch>,
     pub flowbits: Vec<FbOp>,
     pub noalert: bool,
     pub thresh: Option<ThreshSpec>,
@@ -477,13 +483,25 @@ fn proto_number(name: &str) -> Option<u64> {
 /// Per-rule parse state for payload options.
 struct Builder<'n> {
     payload: Vec<PMatch>,
+    dns_query: Vec<PMatch>,
+    /// The sticky buffer in force: `dns.query` (true) or the packet payload.
+    in_dns_query: bool,
     vars: Vec<String>,
     names: &'n mut FlowbitNames,
 }
 
 impl Builder<'_> {
+    /// Where payload options go now: the sticky buffer's list or the packet payload's.
+    fn list(&mut self) -> &mut Vec<PMatch> {
+        if self.in_dns_query {
+            &mut self.dns_query
+        } else {
+            &mut self.payload
+        }
+    }
+
     fn last_content(&mut self, key: &str) -> Result<&mut Content, String> {
-        match self.payload.last_mut() {
+        match self.list().last_mut() {
             Some(PMatch::Content(c)) => Ok(c),
             _ => Err(format!("{key}: needs a preceding `content`")),
         }
@@ -1016,9 +1034,10 @@ pub fn parse_rule(
         "icmp" => Proto::Icmp,
         "icmpv4" => Proto::Icmp4,
         "icmpv6" => Proto::Icmp6,
+        "dns" => Proto::Dns,
         p => {
             return Err(format!(
-                "protocol `{p}` needs app-layer or stream inspection (supported: ip, tcp, udp, icmp, icmpv4, icmpv6)"
+                "protocol `{p}` needs app-layer or stream inspection (supported: ip, tcp, udp, icmp, icmpv4, icmpv6, dns)"
             ))
         }
     };
@@ -1042,6 +1061,8 @@ pub fn parse_rule(
 
     let mut b = Builder {
         payload: Vec::new(),
+        dns_query: Vec::new(),
+        in_dns_query: false,
         vars: Vec::new(),
         names,
     };
@@ -1097,7 +1118,7 @@ pub fn parse_rule(
                     return Err(format!("content: `{val}` is not a quoted string"));
                 }
                 let bytes = content_bytes(&body[1..body.len() - 1])?;
-                b.payload.push(PMatch::Content(Content::new(bytes, neg)));
+                b.list().push(PMatch::Content(Content::new(bytes, neg)));
             }
             "nocase" => b.last_content(key)?.nocase = true,
             "offset" | "depth" | "distance" | "within" => {
@@ -1136,18 +1157,28 @@ pub fn parse_rule(
             }
             "endswith" => b.last_content(key)?.endswith = true,
             "fast_pattern" => b.last_content(key)?.fast_pattern = true,
-            "pcre" => b.payload.push(parse_pcre(val)?),
+            "pcre" => {
+                let m = parse_pcre(val)?;
+                b.list().push(m);
+            }
+            "dns.query" | "dns_query" => {
+                if !matches!(proto, Proto::Dns | Proto::Udp | Proto::Tcp | Proto::Ip) {
+                    return Err(format!("{key}: needs a dns, udp, tcp or ip rule"));
+                }
+                b.in_dns_query = true;
+            }
+            "pkt_data" => b.in_dns_query = false,
             "byte_test" => {
                 let m = parse_byte_test(&b, val)?;
-                b.payload.push(m);
+                b.list().push(m);
             }
             "byte_jump" => {
                 let m = parse_byte_jump(&b, val)?;
-                b.payload.push(m);
+                b.list().push(m);
             }
             "byte_extract" => {
                 let m = parse_byte_extract(&mut b, val)?;
-                b.payload.push(m);
+                b.list().push(m);
             }
             "isdataat" => {
                 let mut parts = val.split(',').map(str::trim);
@@ -1165,7 +1196,7 @@ pub fn parse_rule(
                         _ => return Err(format!("isdataat: unknown option `{p}`")),
                     }
                 }
-                b.payload.push(PMatch::IsDataAt {
+                b.list().push(PMatch::IsDataAt {
                     n,
                     relative,
                     negated,
@@ -1313,6 +1344,11 @@ pub fn parse_rule(
         }
     }
     let sid = sid.ok_or("missing `sid`")?;
+    for m in b.dns_query.iter_mut() {
+        if let PMatch::Content(c) = m {
+            c.finish();
+        }
+    }
     // Fast pattern: the one marked `fast_pattern`, else the longest non-negated content.
     let mut fast = None;
     let mut best = (false, 0usize);
@@ -1352,6 +1388,7 @@ pub fn parse_rule(
         conds,
         stream_size,
         payload: b.payload,
+        dns_query: b.dns_query,
         flowbits,
         noalert,
         thresh,

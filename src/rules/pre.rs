@@ -117,7 +117,8 @@ impl Pre {
         let mut p = Pre::default();
         let proto = |n: u8| (0xff << bit::PROTO_SHIFT, u32::from(n) << bit::PROTO_SHIFT);
         match r.proto {
-            Proto::Ip | Proto::Icmp => {}
+            // Dns: TCP or UDP (the DNS check itself is in `rule_matches`).
+            Proto::Ip | Proto::Icmp | Proto::Dns => {}
             Proto::Tcp => p.need(proto(6).0, proto(6).1),
             Proto::Udp => p.need(proto(17).0, proto(17).1),
             Proto::Icmp4 => p.need(proto(1).0, proto(1).1),
