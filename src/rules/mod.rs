@@ -247,6 +247,11 @@ struct Group {
     /// Rules without a fast pattern, in rule order: pre-checked for every packet of the
     /// group.
     plain: Vec<Cand>,
+    /// Rules without a payload fast pattern but with one in `dns.query`: a case-insensitive
+    /// automaton over those patterns, run on a DNS request's query name, and pattern id →
+    /// rules. Domain rule sets have thousands; none is looked at for other names.
+    dns_ac: Option<AhoCorasick>,
+    dns_rules: Vec<Vec<Cand>>,
 }
 
 /// Per protocol class (TCP, UDP, ICMP, other IP): groups by destination port and the group
@@ -274,6 +279,8 @@ pub struct RuleSet {
     touched: Vec<u32>,
     /// The payload lowercased for the `pre` automata (capacity reserved once).
     lower: Vec<u8>,
+    /// Some rule uses `dns.query`: DNS requests' names are decoded for it.
+    dns_query: bool,
 }
 
 /// Longest payload lowercased for the prefilter; longer ones (never seen from a capture
@@ -434,6 +441,7 @@ impl RuleSet {
             seen: Vec::new(),
             touched: Vec::new(),
             lower: Vec::new(),
+            dns_query: false,
             rules,
         };
         set.build_groups();
@@ -504,9 +512,10 @@ impl RuleSet {
         let mut max_pats = 0;
         self.groups = members.iter().map(|m| self.compile_group(m)).collect();
         for g in &self.groups {
-            max_pats = max_pats.max(g.pat_rules.len());
+            max_pats = max_pats.max(g.pat_rules.len()).max(g.dns_rules.len());
         }
         self.classes = classes;
+        self.dns_query = self.rules.iter().any(|r| !r.dns_query.is_empty());
         self.seen = vec![false; max_pats];
         if max_pats > 0 && self.lower.capacity() < LOWER_MAX {
             self.lower = Vec::with_capacity(LOWER_MAX);
@@ -515,7 +524,11 @@ impl RuleSet {
         // A packet gathers candidates from two groups (any-port and its port's), each at
         // most its plain rules plus every pattern's rules, before dedup: reserve that much
         // so `inspect` never grows the vector (the benchmark caught it growing).
-        let bound = |g: &Group| g.plain.len() + g.pat_rules.iter().map(Vec::len).sum::<usize>();
+        let bound = |g: &Group| {
+            g.plain.len()
+                + g.pat_rules.iter().map(Vec::len).sum::<usize>()
+                + g.dns_rules.iter().map(Vec::len).sum::<usize>()
+        };
         let most = self.groups.iter().map(bound).max().unwrap_or(0);
         let need = (2 * most).max(self.rules.len());
         if self.cands.capacity() < need {
@@ -530,6 +543,9 @@ impl RuleSet {
         let mut pat_rules: Vec<Vec<Cand>> = Vec::new();
         let mut idx: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut plain = Vec::new();
+        let mut dns_pats: Vec<Vec<u8>> = Vec::new();
+        let mut dns_rules: Vec<Vec<Cand>> = Vec::new();
+        let mut dns_idx: HashMap<Vec<u8>, usize> = HashMap::new();
         for &i in members {
             let r = &self.rules[i as usize];
             let cand = Cand {
@@ -541,7 +557,22 @@ impl RuleSet {
                 _ => None,
             });
             let Some(c) = content else {
-                plain.push(cand);
+                let dns = r.dns_fast.and_then(|f| match r.dns_query.get(f) {
+                    Some(matcher::PMatch::Content(c)) => Some(c),
+                    _ => None,
+                });
+                match dns {
+                    Some(c) => {
+                        let key = c.pat.to_ascii_lowercase();
+                        let id = *dns_idx.entry(key.clone()).or_insert_with(|| {
+                            dns_pats.push(key);
+                            dns_rules.push(Vec::new());
+                            dns_pats.len() - 1
+                        });
+                        dns_rules[id].push(cand);
+                    }
+                    None => plain.push(cand),
+                }
                 continue;
             };
             let key = c.pat.to_ascii_lowercase();
@@ -582,6 +613,21 @@ impl RuleSet {
                 .build(&pats)
                 .ok();
         }
+        let mut dns_ac = None;
+        if !dns_pats.is_empty() {
+            dns_ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .build(&dns_pats)
+                .ok();
+            if dns_ac.is_none() {
+                // Never lose rules over it: check them for every packet instead.
+                plain.extend(dns_rules.iter().flatten().copied());
+                plain.sort_by_key(|c| c.rule);
+                dns_rules.clear();
+            }
+        }
         Group {
             ac,
             pre,
@@ -589,6 +635,8 @@ impl RuleSet {
             pat_pre,
             min_pat,
             plain,
+            dns_ac,
+            dns_rules,
         }
     }
 
@@ -666,6 +714,14 @@ impl RuleSet {
         };
         let word = pre::word(m, pkt.has_flow, pkt.to_server, pkt.established);
         let dsize = m.payload_len;
+        // A DNS request's query name, for `dns.query` (decoded once per packet).
+        // (The buffer is only filled, and zeroed, when some rule needs it.)
+        let mut name_buf: Option<[u8; 256]> = None;
+        let name = if self.dns_query {
+            dns_request_name(pkt, name_buf.insert([0; 256]))
+        } else {
+            None
+        };
         self.cands.clear();
         // Each group adds its candidates in rule order, and no rule is in both groups nor
         // twice in one: sorting is needed only when more than one run was added.
@@ -682,6 +738,34 @@ impl RuleSet {
                 }
             }
             runs += u32::from(self.cands.len() > before);
+            if let (Some(dac), Some(name)) = (&group.dns_ac, name) {
+                for mat in dac.find_overlapping_iter(name) {
+                    let id = mat.pattern().as_usize();
+                    let Some(s) = self.seen.get_mut(id) else {
+                        continue;
+                    };
+                    if *s {
+                        continue;
+                    }
+                    *s = true;
+                    self.touched.push(id as u32);
+                    if let Some(rs) = group.dns_rules.get(id) {
+                        let before = self.cands.len();
+                        for c in rs {
+                            if c.pre.passes(word, dsize) {
+                                self.cands.push(c.rule);
+                            }
+                        }
+                        runs += u32::from(self.cands.len() > before);
+                    }
+                }
+                for &t in &self.touched {
+                    if let Some(s) = self.seen.get_mut(t as usize) {
+                        *s = false;
+                    }
+                }
+                self.touched.clear();
+            }
             if payload.len() < group.min_pat.max(1)
                 || group.ac.is_none()
                 || !group.pat_pre.passes(word, dsize)
@@ -727,7 +811,7 @@ impl RuleSet {
         if runs > 1 {
             self.cands.sort_unstable();
         }
-        self.run_cands(pkt, flow, payload, out);
+        self.run_cands(pkt, flow, payload, name, out);
     }
 
     /// Checks the candidates in `cands` (in rule order) and applies what matches: flowbits,
@@ -737,6 +821,7 @@ impl RuleSet {
         pkt: &PacketCtx<'_>,
         flow: &mut FlowRuleState,
         payload: &[u8],
+        name: Option<&[u8]>,
         out: &mut Vec<RuleHit>,
     ) {
         let m = pkt.meta;
@@ -745,7 +830,7 @@ impl RuleSet {
             let Some(r) = self.rules.get(ri as usize) else {
                 continue;
             };
-            if !rule_matches(r, pkt, flow, payload) {
+            if !rule_matches(r, pkt, flow, payload, name) {
                 continue;
             }
             if pkt.has_flow {
@@ -831,7 +916,13 @@ fn side_matches(r: &Rule, s: u128, sp: u16, d: u128, dp: u16) -> bool {
         && (r.dst_any || r.dst.contains(d))
 }
 
-fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[u8]) -> bool {
+fn rule_matches(
+    r: &Rule,
+    pkt: &PacketCtx<'_>,
+    flow: &FlowRuleState,
+    payload: &[u8],
+    name: Option<&[u8]>,
+) -> bool {
     let m = pkt.meta;
     if !r.proto.matches(m.ip_proto) {
         return false;
@@ -889,16 +980,14 @@ fn rule_matches(r: &Rule, pkt: &PacketCtx<'_>, flow: &FlowRuleState, payload: &[
         return false;
     }
     (r.payload.is_empty() || match_payload(&r.payload, payload))
-        && (r.dns_query.is_empty() || dns_query_matches(&r.dns_query, pkt))
+        && (r.dns_query.is_empty() || name.is_some_and(|n| match_payload(&r.dns_query, n)))
 }
 
-/// The `dns.query` buffer: the query name of a DNS request, as dotted text.
-fn dns_query_matches(items: &[matcher::PMatch], pkt: &PacketCtx<'_>) -> bool {
-    let Some(d) = pkt.meta.dns.filter(|d| !d.is_response) else {
-        return false;
-    };
-    let mut buf = [0u8; 256];
-    match_payload(items, crate::decode::dns_qname(pkt.frame, &d, &mut buf))
+/// The `dns.query` buffer: the query name of a DNS request, as dotted text (None for
+/// anything else).
+fn dns_request_name<'b>(pkt: &PacketCtx<'_>, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    let d = pkt.meta.dns.filter(|d| !d.is_response)?;
+    Some(crate::decode::dns_qname(pkt.frame, &d, buf))
 }
 
 #[cfg(test)]
@@ -917,9 +1006,16 @@ impl RuleSet {
             return;
         }
         let payload = m.payload(pkt.frame);
+        // (The buffer is only filled, and zeroed, when some rule needs it.)
+        let mut name_buf: Option<[u8; 256]> = None;
+        let name = if self.dns_query {
+            dns_request_name(pkt, name_buf.insert([0; 256]))
+        } else {
+            None
+        };
         self.cands.clear();
         self.cands.extend(0..self.rules.len() as u32);
-        self.run_cands(pkt, flow, payload, out);
+        self.run_cands(pkt, flow, payload, name, out);
     }
 }
 
@@ -1137,6 +1233,69 @@ alert dns any any -> any any (msg:"dns q"; dns.query; content:"EXAMPLE"; nocase;
         // The header and stream keywords took part.
         for sid in [24, 25, 26, 27] {
             assert!(hit.contains(&sid), "sid {sid} never alerted: {hit:?}");
+        }
+    }
+
+    /// Thousands of domain rules: a DNS request is checked against the rules whose
+    /// `dns.query` pattern its name holds, not against all of them.
+    #[test]
+    fn dns_query_rules_are_prefiltered_by_the_name() {
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!(
+                "alert dns any any -> any any (msg:\"d{i}\"; dns.query; content:\"host{i}.bad.example\"; nocase; endswith; sid:{};)\n",
+                100 + i
+            ));
+        }
+        // And one without a usable fast pattern (a pcre alone): checked for every request.
+        text.push_str("alert dns any any -> any any (dns.query; pcre:\"/^x/\"; sid:9;)\n");
+        let (mut set, rep) = RuleSet::parse_str(&text, "t.rules", &RuleVars::default_home(), 64);
+        assert!(rep.skipped.is_empty(), "{:?}", rep.skipped);
+        let query = |name: &str| {
+            let mut msg = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for l in name.split('.') {
+                msg.push(l.len() as u8);
+                msg.extend_from_slice(l.as_bytes());
+            }
+            msg.extend_from_slice(&[0, 0, 1, 0, 1]);
+            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+            f.extend_from_slice(&((28 + msg.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0, 192, 168, 1, 5, 8, 8, 8, 8]);
+            f.extend_from_slice(&40000u16.to_be_bytes());
+            f.extend_from_slice(&53u16.to_be_bytes());
+            f.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0]);
+            f.extend_from_slice(&msg);
+            f
+        };
+        let mut out = Vec::with_capacity(16);
+        let mut flow = FlowRuleState::default();
+        for (name, want) in [
+            ("www.HOST4242.bad.example", vec![4342]),
+            ("xhost17.bad.example", vec![9, 117]),
+            ("harmless.example.org", vec![]),
+        ] {
+            let f = query(name);
+            let meta = decode(LinkType::Ethernet, &f, f.len() as u32);
+            let pkt = PacketCtx {
+                ts: 0,
+                meta: &meta,
+                frame: &f,
+                has_flow: false,
+                to_server: true,
+                established: false,
+                stream: [0; 2],
+            };
+            set.inspect(&pkt, &mut flow, &mut out);
+            let mut sids: Vec<u32> = out.iter().map(|h| set.info(h.rule).sid).collect();
+            sids.sort_unstable();
+            assert_eq!(sids, want, "{name}");
+            // The pcre rule plus the few whose pattern the name holds.
+            assert!(
+                set.cands.len() <= 3,
+                "{name}: {} candidates",
+                set.cands.len()
+            );
         }
     }
 

@@ -138,6 +138,8 @@ pub struct Rule {
     pub limit: Option<ThreshSpec>,
     /// Index in `payload` of the content used as fast pattern.
     pub fast: Option<usize>,
+    /// Index in `dns_query` of the content used as fast pattern there (chosen the same way).
+    pub dns_fast: Option<usize>,
     /// Where it came from (index into the origins list, and line).
     pub origin: u32,
     pub line: u32,
@@ -1344,27 +1346,8 @@ pub fn parse_rule(
         }
     }
     let sid = sid.ok_or("missing `sid`")?;
-    for m in b.dns_query.iter_mut() {
-        if let PMatch::Content(c) = m {
-            c.finish();
-        }
-    }
-    // Fast pattern: the one marked `fast_pattern`, else the longest non-negated content.
-    let mut fast = None;
-    let mut best = (false, 0usize);
-    for (i, m) in b.payload.iter_mut().enumerate() {
-        if let PMatch::Content(c) = m {
-            c.finish();
-            if c.negated {
-                continue;
-            }
-            let score = (c.fast_pattern, c.pat.len());
-            if fast.is_none() || score > best {
-                best = score;
-                fast = Some(i);
-            }
-        }
-    }
+    let fast = finish_contents(&mut b.payload);
+    let dns_fast = finish_contents(&mut b.dns_query);
     Ok(Rule {
         gid,
         sid,
@@ -1394,7 +1377,29 @@ pub fn parse_rule(
         thresh,
         limit,
         fast,
+        dns_fast,
         origin,
         line,
     })
+}
+
+/// Finishes a buffer's contents and picks its fast pattern: the content marked
+/// `fast_pattern`, else the longest non-negated one.
+fn finish_contents(list: &mut [PMatch]) -> Option<usize> {
+    let mut fast = None;
+    let mut best = (false, 0usize);
+    for (i, m) in list.iter_mut().enumerate() {
+        if let PMatch::Content(c) = m {
+            c.finish();
+            if c.negated {
+                continue;
+            }
+            let score = (c.fast_pattern, c.pat.len());
+            if fast.is_none() || score > best {
+                best = score;
+                fast = Some(i);
+            }
+        }
+    }
+    fast
 }
