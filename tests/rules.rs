@@ -434,6 +434,45 @@ alert udp any any -> any 53 (content:"evil"; nocase; sid:5;)
 }
 
 #[test]
+fn header_sticky_buffers_match_the_header_bytes() {
+    let mut set = load_ok(
+        r#"
+alert tcp any any -> any any (flags:S; tcp.hdr; content:"|02 04|"; offset:20; byte_test:2,<,536,0,big,relative; sid:1;)
+alert ip any any -> any any (ipv4.hdr; content:"|06|"; offset:9; depth:1; sid:2;)
+alert udp any any -> any any (udp.hdr; content:"|00 35|"; offset:2; depth:2; sid:3;)
+alert ip any any -> any any (ipv6.hdr; content:"|3a|"; offset:6; depth:1; sid:4;)
+alert tcp any any -> any 80 (tcp.hdr; content:"|00 50|"; offset:2; depth:2; pkt_data; content:"GET"; sid:5;)
+"#,
+    );
+    let syn = |mss| frames::eth_ipv4_tcp_mss(MAC_A, MAC_B, A, B, 40000, 80, 0x02, 1, 0, mss, b"");
+    // The MSS option is in the TCP header, past its fixed 20 bytes.
+    assert_eq!(hit(&mut set, &syn(500), STATELESS), [1, 2]);
+    assert_eq!(hit(&mut set, &syn(1460), STATELESS), [2]);
+    // The payload keeps its own matches after `pkt_data`.
+    assert_eq!(
+        hit(&mut set, &tcp(80, 0x18, b"GET / HTTP/1.0"), EST_TS),
+        [2, 5]
+    );
+    assert_eq!(hit(&mut set, &tcp(80, 0x18, b"POST /"), EST_TS), [2]);
+    assert_eq!(hit(&mut set, &udp(53, b"hello"), STATELESS), [3]);
+    let v6 = |n: u8| {
+        let mut a = [0u8; 16];
+        a[0] = 0xfe;
+        a[1] = 0x80;
+        a[15] = n;
+        a
+    };
+    let echo = frames::eth_ipv6_icmpv6_echo(MAC_A, MAC_B, v6(1), v6(2), false, 1, 1, b"x");
+    assert_eq!(hit(&mut set, &echo, STATELESS), [4]);
+    // A header buffer its protocol cannot have is refused, naming the keyword.
+    let (set, rep) = load("alert udp any any -> any any (tcp.hdr; content:\"x\"; sid:9;)\n");
+    assert_eq!(set.len(), 0);
+    assert!(rep.skipped[0]
+        .to_string()
+        .contains("tcp.hdr: needs a tcp or ip rule"));
+}
+
+#[test]
 fn stream_size_syntax_errors_name_the_problem() {
     for (rule, want) in [
         (

@@ -17,10 +17,10 @@ use std::path::PathBuf;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
-use crate::decode::{Micros, PacketMeta};
+use crate::decode::{Micros, PacketMeta, L3};
 use addr::{addr_key, Kind, VarTable};
 use matcher::match_payload;
-use parse::{flowc, FbOp, FlowbitNames, Proto, Rule};
+use parse::{flowc, FbOp, FlowbitNames, HdrBuf, Proto, Rule};
 use pre::Pre;
 use threshold::{TKey, Track, Tracker, UniqueOn};
 
@@ -981,6 +981,26 @@ fn rule_matches(
     }
     (r.payload.is_empty() || match_payload(&r.payload, payload))
         && (r.dns_query.is_empty() || name.is_some_and(|n| match_payload(&r.dns_query, n)))
+        && r.hdrs
+            .iter()
+            .all(|(b, list)| header(*b, m, pkt.frame).is_some_and(|h| match_payload(list, h)))
+}
+
+/// The bytes of a header buffer in `frame` (None when the packet has no such header).
+fn header<'f>(b: HdrBuf, m: &PacketMeta, frame: &'f [u8]) -> Option<&'f [u8]> {
+    let (at, len) = match b {
+        HdrBuf::Ipv4 if m.l3 == L3::Ipv4 => {
+            let at = m.l3_off as usize;
+            (at, usize::from(frame.get(at)? & 0x0f) * 4)
+        }
+        HdrBuf::Ipv6 if m.l3 == L3::Ipv6 => (m.l3_off as usize, 40),
+        HdrBuf::Tcp if m.ip_proto == 6 && m.l4_off != 0 => {
+            (m.l4_off as usize, usize::from(m.tcp.header_len))
+        }
+        HdrBuf::Udp if m.ip_proto == 17 && m.l4_off != 0 => (m.l4_off as usize, 8),
+        _ => return None,
+    };
+    frame.get(at..at + len)
 }
 
 /// The `dns.query` buffer: the query name of a DNS request, as dotted text (None for
@@ -1056,6 +1076,8 @@ alert ip any any -> any any (msg:"lsrr"; ipopts:lsrr; sid:24;)
 alert tcp any any -> any 80 (msg:"any opt"; ipopts:any; flags:S; sid:25;)
 alert tcp any any -> any any (msg:"stream"; stream_size:either,>,1500; flow:established; sid:26;)
 alert dns any any -> any any (msg:"dns q"; dns.query; content:"EXAMPLE"; nocase; sid:27;)
+alert ip any any -> any any (msg:"v4 hdr"; ipv4.hdr; content:"|06|"; offset:9; depth:1; sid:28;)
+alert tcp any any -> any any (msg:"tcp hdr"; tcp.hdr; content:"|50|"; offset:12; depth:1; pkt_data; content:"GET"; sid:29;)
 "#;
 
     struct Rng(u64);
@@ -1231,7 +1253,7 @@ alert dns any any -> any any (msg:"dns q"; dns.query; content:"EXAMPLE"; nocase;
         assert!(alerts > 2_000, "only {alerts} alerts");
         assert!(hit.len() >= 25, "only {} rules alerted: {hit:?}", hit.len());
         // The header and stream keywords took part.
-        for sid in [24, 25, 26, 27] {
+        for sid in [24, 25, 26, 27, 28, 29] {
             assert!(hit.contains(&sid), "sid {sid} never alerted: {hit:?}");
         }
     }

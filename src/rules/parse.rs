@@ -129,6 +129,8 @@ pub struct Rule {
     pub payload: Vec<PMatch>,
     /// Matches in the `dns.query` buffer (the query name as dotted text, requests only).
     pub dns_query: Vec<PMatch>,
+    /// Matches in header buffers (`ipv4.hdr`, `ipv6.hdr`, `tcp.hdr`, `udp.hdr`).
+    pub hdrs: Vec<(HdrBuf, Vec<PMatch>)>,
     pub flowbits: Vec<FbOp>,
     pub noalert: bool,
     pub thresh: Option<ThreshSpec>,
@@ -482,12 +484,35 @@ fn proto_number(name: &str) -> Option<u64> {
     })
 }
 
+/// A packet header as a sticky buffer: the bytes of that header, options included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HdrBuf {
+    /// The IPv4 header (IHL × 4 bytes); IPv4 packets only.
+    Ipv4,
+    /// The 40-byte fixed IPv6 header; IPv6 packets only.
+    Ipv6,
+    /// The TCP header (data offset × 4 bytes).
+    Tcp,
+    /// The 8-byte UDP header.
+    Udp,
+}
+
+/// The sticky buffer payload options go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cur {
+    Payload,
+    DnsQuery,
+    /// Index into `Builder::hdrs`.
+    Hdr(usize),
+}
+
 /// Per-rule parse state for payload options.
 struct Builder<'n> {
     payload: Vec<PMatch>,
     dns_query: Vec<PMatch>,
-    /// The sticky buffer in force: `dns.query` (true) or the packet payload.
-    in_dns_query: bool,
+    hdrs: Vec<(HdrBuf, Vec<PMatch>)>,
+    /// The sticky buffer in force.
+    cur: Cur,
     vars: Vec<String>,
     names: &'n mut FlowbitNames,
 }
@@ -495,11 +520,23 @@ struct Builder<'n> {
 impl Builder<'_> {
     /// Where payload options go now: the sticky buffer's list or the packet payload's.
     fn list(&mut self) -> &mut Vec<PMatch> {
-        if self.in_dns_query {
-            &mut self.dns_query
-        } else {
-            &mut self.payload
+        match self.cur {
+            Cur::Payload => &mut self.payload,
+            Cur::DnsQuery => &mut self.dns_query,
+            Cur::Hdr(i) => &mut self.hdrs[i].1,
         }
+    }
+
+    /// Makes `buf` the sticky buffer (a header named twice keeps one list).
+    fn sticky_hdr(&mut self, buf: HdrBuf) {
+        let i = match self.hdrs.iter().position(|(b, _)| *b == buf) {
+            Some(i) => i,
+            None => {
+                self.hdrs.push((buf, Vec::new()));
+                self.hdrs.len() - 1
+            }
+        };
+        self.cur = Cur::Hdr(i);
     }
 
     fn last_content(&mut self, key: &str) -> Result<&mut Content, String> {
@@ -1064,7 +1101,8 @@ pub fn parse_rule(
     let mut b = Builder {
         payload: Vec::new(),
         dns_query: Vec::new(),
-        in_dns_query: false,
+        hdrs: Vec::new(),
+        cur: Cur::Payload,
         vars: Vec::new(),
         names,
     };
@@ -1167,9 +1205,22 @@ pub fn parse_rule(
                 if !matches!(proto, Proto::Dns | Proto::Udp | Proto::Tcp | Proto::Ip) {
                     return Err(format!("{key}: needs a dns, udp, tcp or ip rule"));
                 }
-                b.in_dns_query = true;
+                b.cur = Cur::DnsQuery;
             }
-            "pkt_data" => b.in_dns_query = false,
+            "pkt_data" => b.cur = Cur::Payload,
+            "ipv4.hdr" => b.sticky_hdr(HdrBuf::Ipv4),
+            "ipv6.hdr" => b.sticky_hdr(HdrBuf::Ipv6),
+            "tcp.hdr" | "udp.hdr" => {
+                let (buf, need) = if key == "tcp.hdr" {
+                    (HdrBuf::Tcp, Proto::Tcp)
+                } else {
+                    (HdrBuf::Udp, Proto::Udp)
+                };
+                if proto != need && proto != Proto::Ip {
+                    return Err(format!("{key}: needs a {} or ip rule", &key[..3]));
+                }
+                b.sticky_hdr(buf);
+            }
             "byte_test" => {
                 let m = parse_byte_test(&b, val)?;
                 b.list().push(m);
@@ -1348,6 +1399,9 @@ pub fn parse_rule(
     let sid = sid.ok_or("missing `sid`")?;
     let fast = finish_contents(&mut b.payload);
     let dns_fast = finish_contents(&mut b.dns_query);
+    for (_, list) in b.hdrs.iter_mut() {
+        finish_contents(list);
+    }
     Ok(Rule {
         gid,
         sid,
@@ -1372,6 +1426,7 @@ pub fn parse_rule(
         stream_size,
         payload: b.payload,
         dns_query: b.dns_query,
+        hdrs: b.hdrs,
         flowbits,
         noalert,
         thresh,
