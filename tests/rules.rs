@@ -434,6 +434,28 @@ alert udp any any -> any 53 (content:"evil"; nocase; sid:5;)
 }
 
 #[test]
+fn bsize_compares_the_sticky_buffers_length() {
+    let mut set = load_ok(
+        r#"
+alert dns any any -> any any (dns.query; bsize:>30; sid:1;)
+alert dns any any -> any any (dns.query; content:"example"; bsize:11<>16; sid:2;)
+alert udp any any -> any any (udp.hdr; bsize:8; sid:3;)
+"#,
+    );
+    let udp53 = |msg: &[u8]| frames::eth_ipv4_udp(MAC_A, MAC_B, A, B, 40000, 53, msg);
+    let q = |name: &str| udp53(&frames::dns_query(1, name, 1));
+    assert_eq!(hit(&mut set, &q("www.example.com"), STATELESS), [2, 3]);
+    assert_eq!(hit(&mut set, &q("example.com"), STATELESS), [3]);
+    let long = "a-rather-long-label-for-a-tunnel.example.com";
+    assert_eq!(hit(&mut set, &q(long), STATELESS), [1, 3]);
+    let (set, rep) = load("alert tcp any any -> any any (bsize:>5; sid:9;)\n");
+    assert_eq!(set.len(), 0);
+    assert!(rep.skipped[0]
+        .to_string()
+        .contains("bsize: needs a sticky buffer"));
+}
+
+#[test]
 fn header_sticky_buffers_match_the_header_bytes() {
     let mut set = load_ok(
         r#"

@@ -398,6 +398,8 @@ pub enum PMatch {
         relative: bool,
         negated: bool,
     },
+    /// `bsize`: the buffer's whole length compared (sticky buffers, as in Suricata).
+    Bsize(UCmp),
 }
 
 impl PMatch {
@@ -410,6 +412,7 @@ impl PMatch {
             | PMatch::ByteJump { relative, .. }
             | PMatch::ByteExtract { relative, .. }
             | PMatch::IsDataAt { relative, .. } => *relative,
+            PMatch::Bsize(_) => false,
         }
     }
 }
@@ -660,6 +663,7 @@ fn run(items: &[PMatch], i: usize, prev: usize, ev: &mut Eval<'_>) -> bool {
             let has = at >= 0 && (at as usize) < len;
             has != *negated && run(items, i + 1, prev, ev)
         }
+        PMatch::Bsize(cmp) => cmp.test(len as u64) && run(items, i + 1, prev, ev),
     }
 }
 

@@ -1208,6 +1208,13 @@ pub fn parse_rule(
                 b.cur = Cur::DnsQuery;
             }
             "pkt_data" => b.cur = Cur::Payload,
+            "bsize" => {
+                if b.cur == Cur::Payload {
+                    return Err("bsize: needs a sticky buffer before it (e.g. dns.query)".into());
+                }
+                let c = parse_ucmp(key, val)?;
+                b.list().push(PMatch::Bsize(c));
+            }
             "ipv4.hdr" => b.sticky_hdr(HdrBuf::Ipv4),
             "ipv6.hdr" => b.sticky_hdr(HdrBuf::Ipv6),
             "tcp.hdr" | "udp.hdr" => {
