@@ -283,6 +283,49 @@ pub struct RuleSet {
     dns_query: bool,
 }
 
+/// Adds the rules of the patterns an automaton found to the candidates: each pattern once
+/// per buffer, each rule only if its pre-check passes.
+struct PatternHits<'a> {
+    cands: &'a mut Vec<u32>,
+    seen: &'a mut Vec<bool>,
+    touched: &'a mut Vec<u32>,
+    word: u32,
+    dsize: u32,
+}
+
+impl PatternHits<'_> {
+    /// Returns the number of runs of candidates added (each in rule order).
+    fn add(&mut self, ids: impl Iterator<Item = usize>, rules_of: &[Vec<Cand>]) -> u32 {
+        let mut runs = 0;
+        for id in ids {
+            let Some(s) = self.seen.get_mut(id) else {
+                continue;
+            };
+            if *s {
+                continue;
+            }
+            *s = true;
+            self.touched.push(id as u32);
+            if let Some(rs) = rules_of.get(id) {
+                let before = self.cands.len();
+                for c in rs {
+                    if c.pre.passes(self.word, self.dsize) {
+                        self.cands.push(c.rule);
+                    }
+                }
+                runs += u32::from(self.cands.len() > before);
+            }
+        }
+        for &t in self.touched.iter() {
+            if let Some(s) = self.seen.get_mut(t as usize) {
+                *s = false;
+            }
+        }
+        self.touched.clear();
+        runs
+    }
+}
+
 /// Longest payload lowercased for the prefilter; longer ones (never seen from a capture
 /// whose frames fit the read buffer) go straight to the full walk.
 const LOWER_MAX: usize = 65_536 + 256;
@@ -739,32 +782,17 @@ impl RuleSet {
             }
             runs += u32::from(self.cands.len() > before);
             if let (Some(dac), Some(name)) = (&group.dns_ac, name) {
-                for mat in dac.find_overlapping_iter(name) {
-                    let id = mat.pattern().as_usize();
-                    let Some(s) = self.seen.get_mut(id) else {
-                        continue;
-                    };
-                    if *s {
-                        continue;
-                    }
-                    *s = true;
-                    self.touched.push(id as u32);
-                    if let Some(rs) = group.dns_rules.get(id) {
-                        let before = self.cands.len();
-                        for c in rs {
-                            if c.pre.passes(word, dsize) {
-                                self.cands.push(c.rule);
-                            }
-                        }
-                        runs += u32::from(self.cands.len() > before);
-                    }
+                let ids = dac
+                    .find_overlapping_iter(name)
+                    .map(|m| m.pattern().as_usize());
+                runs += PatternHits {
+                    cands: &mut self.cands,
+                    seen: &mut self.seen,
+                    touched: &mut self.touched,
+                    word,
+                    dsize,
                 }
-                for &t in &self.touched {
-                    if let Some(s) = self.seen.get_mut(t as usize) {
-                        *s = false;
-                    }
-                }
-                self.touched.clear();
+                .add(ids, &group.dns_rules);
             }
             if payload.len() < group.min_pat.max(1)
                 || group.ac.is_none()
@@ -782,31 +810,18 @@ impl RuleSet {
                 }
             }
             if let Some(ac) = &group.ac {
-                for mat in ac.find_overlapping_iter(payload) {
-                    let id = mat.pattern().as_usize();
-                    if let Some(s) = self.seen.get_mut(id) {
-                        if !*s {
-                            *s = true;
-                            self.touched.push(id as u32);
-                            if let Some(rs) = group.pat_rules.get(id) {
-                                let before = self.cands.len();
-                                for c in rs {
-                                    if c.pre.passes(word, dsize) {
-                                        self.cands.push(c.rule);
-                                    }
-                                }
-                                runs += u32::from(self.cands.len() > before);
-                            }
-                        }
-                    }
+                let ids = ac
+                    .find_overlapping_iter(payload)
+                    .map(|m| m.pattern().as_usize());
+                runs += PatternHits {
+                    cands: &mut self.cands,
+                    seen: &mut self.seen,
+                    touched: &mut self.touched,
+                    word,
+                    dsize,
                 }
+                .add(ids, &group.pat_rules);
             }
-            for &t in &self.touched {
-                if let Some(s) = self.seen.get_mut(t as usize) {
-                    *s = false;
-                }
-            }
-            self.touched.clear();
         }
         if runs > 1 {
             self.cands.sort_unstable();
