@@ -349,7 +349,6 @@ impl PacketMeta {
 pub const MAX_IPV6_EXT_HEADERS: u8 = 16;
 
 /// UDP/TCP ports whose payload is parsed as DNS: DNS, mDNS, LLMNR.
-/// Ports whose UDP/TCP payload is decoded as DNS (DNS, mDNS, LLMNR).
 pub const DNS_PORTS: [u16; 3] = [53, 5353, 5355];
 
 /// Longest encoded DNS name (RFC 1035 §2.3.4), including the root label's zero byte.

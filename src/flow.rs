@@ -155,7 +155,6 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// True once packets went both ways (UDP/ICMP) or the TCP handshake completed.
     /// Bytes of sequence space each side has used so far (client, server): Suricata's
     /// `next_seq - isn`, SYN and FIN counting one each, retransmissions not again.
     pub fn stream_sizes(&self) -> [u32; 2] {
@@ -168,6 +167,7 @@ impl Flow {
         })
     }
 
+    /// True once packets went both ways (UDP/ICMP) or the TCP handshake completed.
     pub fn established(&self, proto: u8) -> bool {
         if proto == IPPROTO_TCP {
             matches!(self.tcp, TcpState::Established | TcpState::Closing)

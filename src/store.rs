@@ -1639,11 +1639,6 @@ impl Batch {
         self.dropped
     }
 
-    /// The bound on rows this batch holds.
-    pub fn max_rows(&self) -> usize {
-        self.max_rows
-    }
-
     /// Changes the bound (rows already held stay, even above it).
     pub fn set_max_rows(&mut self, max_rows: usize) {
         self.max_rows = max_rows;

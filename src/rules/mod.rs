@@ -502,6 +502,7 @@ impl RuleSet {
         for c in classes.iter_mut() {
             c.wide = new_group(&mut members);
         }
+        let dns_ports = crate::decode::DNS_PORTS.map(|p| (u128::from(p), u128::from(p)));
         for (i, r) in self.rules.iter().enumerate() {
             let i = i as u32;
             let cls: &[usize] = match r.proto {
@@ -519,7 +520,6 @@ impl RuleSet {
                     && !r.bidir
                     && !r.dport_any
                     && r.dport.count() <= MAX_INDEXED_PORTS);
-            let dns_ports = crate::decode::DNS_PORTS.map(|p| (u128::from(p), u128::from(p)));
             for &c in cls {
                 if indexed {
                     let ranges = if dns_any {
@@ -774,25 +774,25 @@ impl RuleSet {
             let Some(group) = self.groups.get(g as usize) else {
                 continue;
             };
-            let before = self.cands.len();
+            let mut hits = PatternHits {
+                cands: &mut self.cands,
+                seen: &mut self.seen,
+                touched: &mut self.touched,
+                word,
+                dsize,
+            };
+            let before = hits.cands.len();
             for c in &group.plain {
                 if c.pre.passes(word, dsize) {
-                    self.cands.push(c.rule);
+                    hits.cands.push(c.rule);
                 }
             }
-            runs += u32::from(self.cands.len() > before);
+            runs += u32::from(hits.cands.len() > before);
             if let (Some(dac), Some(name)) = (&group.dns_ac, name) {
                 let ids = dac
                     .find_overlapping_iter(name)
                     .map(|m| m.pattern().as_usize());
-                runs += PatternHits {
-                    cands: &mut self.cands,
-                    seen: &mut self.seen,
-                    touched: &mut self.touched,
-                    word,
-                    dsize,
-                }
-                .add(ids, &group.dns_rules);
+                runs += hits.add(ids, &group.dns_rules);
             }
             if payload.len() < group.min_pat.max(1)
                 || group.ac.is_none()
@@ -813,14 +813,7 @@ impl RuleSet {
                 let ids = ac
                     .find_overlapping_iter(payload)
                     .map(|m| m.pattern().as_usize());
-                runs += PatternHits {
-                    cands: &mut self.cands,
-                    seen: &mut self.seen,
-                    touched: &mut self.touched,
-                    word,
-                    dsize,
-                }
-                .add(ids, &group.pat_rules);
+                runs += hits.add(ids, &group.pat_rules);
             }
         }
         if runs > 1 {
