@@ -4,21 +4,25 @@
 # ratios. Wall time suffers on a busy machine; CPU time (user + sys) is the steadier figure.
 #
 # usage: scripts/side-by-side.sh [BENCH.pcap]      (default /tmp/bench.pcap)
-# env:   RUNS (default 5), PHANTOMNET (binary; default target/release/phantomnet, built if
-#        missing), SURICATA_YAML (default /etc/suricata/suricata.yaml)
+# env:   RUNS (default 5), PHANTOMNET (binary; default target/pgo/phantomnet, the
+#        profile-guided build release packages ship, built first by packaging/pgo.sh --build
+#        from the current source), SURICATA_YAML (default /etc/suricata/suricata.yaml)
 # needs: tcpdump, suricata 7 (Debian 12: add bookworm-backports, then
 #        apt-get install -t bookworm-backports suricata), /usr/bin/time, python3
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${1:-/tmp/bench.pcap}
 runs=${RUNS:-5}
-pn=${PHANTOMNET:-$here/target/release/phantomnet}
+pn=${PHANTOMNET:-$here/target/pgo/phantomnet}
 yaml=${SURICATA_YAML:-/etc/suricata/suricata.yaml}
 [ -f "$bench" ] || { echo "$bench: no such capture (build it: ../shared/bench/make-bench-pcap.sh $bench)" >&2; exit 2; }
 for t in tcpdump suricata /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
 done
-if [ ! -x "$pn" ]; then (cd "$here" && cargo build --release); fi
+if [ -z "${PHANTOMNET:-}" ]; then
+  "$here/packaging/pgo.sh" --build >/dev/null
+fi
+[ -x "$pn" ] || { echo "$pn: not an executable" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -61,6 +65,7 @@ one_run() {
 }
 : > "$work/runs"
 echo "capture $bench, $runs runs each, $nrules rules; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "phantomnet: $pn"
 for i in $(seq 1 "$runs"); do
   one_run tcpdump tcpdump -r "$bench" -w /dev/null
   rm -rf "$work/suri"/*
