@@ -721,14 +721,19 @@ impl Engine {
             {
                 self.stats.outbox_drops += 1;
             }
-            let t_score = timing.then(Instant::now);
+            // Timed only when the forest runs: two clock reads cost more than a window the
+            // model does not judge (most of them under a flood).
             let anomaly = match &self.model {
-                Some(m) if judged => Some(evaluate(m, &fv, &self.opts.verdict)),
+                Some(m) if judged => {
+                    let t_score = timing.then(Instant::now);
+                    let a = evaluate(m, &fv, &self.opts.verdict);
+                    if let Some(t) = t_score {
+                        score_ns += t.elapsed().as_nanos() as u64;
+                    }
+                    Some(a)
+                }
                 _ => None,
             };
-            if let Some(t) = t_score {
-                score_ns += t.elapsed().as_nanos() as u64;
-            }
             let host = self.hosts.table.get_mut(slot);
             let a = correlate::assess(&self.opts.verdict, anomaly.as_ref(), &host.evidence);
             host.evidence = Default::default();
