@@ -282,12 +282,17 @@ fn main() {
         );
     }
     match &out.writer {
-        Some(w) => println!(
-            "  (writer thread {:>6.1}: {} batches written while the loop went on; the loop waited {:.1} of store for it)",
-            w.busy.as_nanos() as f64 / frames,
-            w.writes,
-            w.waited.as_nanos() as f64 / frames
-        ),
+        Some(w) => {
+            let (ck, backstop) = w.checkpoints();
+            println!(
+                "  (writer thread {:>6.1}: {} batches written while the loop went on; the loop waited {:.1} of store for it;\n   WAL checkpoints: {} on the checkpoint thread, {} by the writer)",
+                w.busy.as_nanos() as f64 / frames,
+                w.writes,
+                w.waited.as_nanos() as f64 / frames,
+                ck,
+                backstop
+            )
+        }
         None => println!("  (database written on the loop: part of store)"),
     }
     println!(

@@ -1450,6 +1450,99 @@ impl Drop for Tick<'_> {
     }
 }
 
+thread_local! {
+    /// Frames in the WAL after the latest commit made on this thread through a connection
+    /// whose checkpoints were handed off ([`Store::hand_off_checkpoints`]).
+    static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The WAL hook of a connection that no longer checkpoints on commit: it only notes the
+/// WAL's length (SQLite's own auto-checkpoint is this same hook, so installing it turns
+/// that off).
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(frames));
+    Ok(())
+}
+
+/// A second connection to a store's file that only runs checkpoints, so the connection
+/// that writes never waits on a checkpoint's fsyncs (src/writer.rs).
+pub struct Checkpointer {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Checkpointer {
+    /// A passive checkpoint: copies every WAL frame no reader still needs into the database
+    /// file, fsyncs, and never blocks the writer. Returns (frames in the WAL, frames copied).
+    pub fn run(&self) -> Result<(i64, i64), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .map_err(|source| write_err(&self.path, "a checkpoint", source))
+    }
+}
+
+impl Store {
+    /// Hands this connection's WAL checkpoints to a second connection, returned to run them
+    /// on another thread: from now on a commit here only appends to the WAL, and
+    /// [`Store::wal_frames`] tells how long the WAL has grown. `None` (and nothing changed)
+    /// when the database has no WAL (in memory, or the file system refused WAL).
+    pub fn hand_off_checkpoints(&mut self) -> Result<Option<Checkpointer>, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let mode: String = self
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") || self.conn.path().is_none_or(str::is_empty) {
+            return Ok(None);
+        }
+        let conn = Connection::open(&self.path).map_err(open_err)?;
+        conn.busy_timeout(self.opts.busy_timeout)
+            .map_err(open_err)?;
+        // The checkpoint's fsyncs are what makes committed rows durable in WAL mode.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", -64_i64)
+            .map_err(open_err)?;
+        WAL_FRAMES.with(|f| f.set(0));
+        self.conn.wal_hook(Some(note_wal_frames));
+        Ok(Some(Checkpointer {
+            conn,
+            path: self.path.clone(),
+        }))
+    }
+
+    /// Frames in the WAL after the latest commit on this thread, once checkpoints were handed
+    /// off (a frame is one page: 4 KiB by default).
+    pub fn wal_frames(&self) -> i64 {
+        i64::from(WAL_FRAMES.with(std::cell::Cell::get))
+    }
+
+    /// A restarting checkpoint on this connection, the backstop when the WAL has grown past
+    /// what the checkpoint thread keeps up with: waits (within the busy timeout) for a
+    /// checkpoint in progress, copies the rest, and makes the next commit start the WAL over
+    /// from its beginning. Returns false when it could not finish (still busy).
+    pub fn checkpoint(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+                r.get::<_, i64>(0).map(|busy| busy == 0)
+            })
+            .map_err(|source| write_err(&self.path, "a checkpoint", source))
+    }
+}
+
 fn write_err(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
     StoreError::Write {
         path: path.to_path_buf(),

@@ -9,17 +9,36 @@
 //! are already waiting for the next batch. Detection stays in the one loop: nothing the
 //! writer does feeds back into verdicts.
 //!
+//! Checkpoints are handed to a second thread with a connection of its own
+//! (`pn-checkpoint`): the writer's commits only append to the WAL, and once the WAL holds
+//! [`CHECKPOINT_FRAMES`] pages the writer nudges the checkpointer, which copies them into
+//! the database file and fsyncs while the writer goes on. Should the WAL still reach
+//! [`BACKSTOP_FRAMES`] (writes without pause), the writer checkpoints itself, as SQLite
+//! would have at every 1000 pages.
+//!
 //! Exactly one batch is in flight at a time. Batches travel back and forth, so in steady
 //! state no buffer is allocated. A batch whose write failed comes back unwritten, with the
 //! error; the loop puts the rows it gathered meanwhile behind it and hands it over again on
 //! a later tick (the same retry the inline writer does).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Checkpointer, Store};
+
+/// WAL pages after which the checkpointer is nudged: SQLite's own auto-checkpoint point
+/// (about 4 MB).
+pub const CHECKPOINT_FRAMES: i64 = 1000;
+/// WAL pages after which the writer checkpoints itself (about 8 MB). A checkpoint that runs
+/// while the writer appends copies all but the newest frames, and the WAL only starts over
+/// from its beginning once every frame is copied: under writes without pause the
+/// checkpointer never quite finishes, and this bounds the WAL. The writer's own checkpoint
+/// then has little left to copy.
+pub const BACKSTOP_FRAMES: i64 = 2 * CHECKPOINT_FRAMES;
 
 /// A batch back from the writer.
 #[derive(Debug)]
@@ -48,6 +67,9 @@ pub struct Writer {
     pub busy: Duration,
     /// Time the loop spent waiting for a batch to be written.
     pub waited: Duration,
+    /// Checkpoints run by the checkpoint thread, and by the writer as a backstop.
+    checkpoints: Arc<AtomicU64>,
+    backstops: Arc<AtomicU64>,
 }
 
 /// Stack of the writer thread. SQLite's deepest paths (checkpoint, B-tree rebalancing) use
@@ -59,10 +81,34 @@ impl Writer {
     pub fn start(mut store: Store) -> io::Result<Writer> {
         let (to_writer, jobs) = sync_channel::<Batch>(1);
         let (done, from_writer) = sync_channel::<Written>(1);
+        let checkpoints = Arc::new(AtomicU64::new(0));
+        let backstops = Arc::new(AtomicU64::new(0));
+        let (ck_count, bs_count) = (Arc::clone(&checkpoints), Arc::clone(&backstops));
+        let checkpointer = match store.hand_off_checkpoints() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("{e}; the writer thread checkpoints on its own");
+                None
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("pn-writer".into())
             .stack_size(STACK)
             .spawn(move || {
+                // The writer's backstop takes the checkpointer's lock first: SQLite refuses a
+                // second checkpoint while one runs, without waiting.
+                let checkpointer = checkpointer.map(|c| Arc::new(Mutex::new(c)));
+                let started = checkpointer
+                    .as_ref()
+                    .map(|c| start_checkpointer(Arc::clone(c), ck_count));
+                let (nudge, ck_thread) = match started {
+                    Some(Ok((n, t))) => (Some(n), Some(t)),
+                    Some(Err(e)) => {
+                        log::warn!("no checkpoint thread ({e}); the writer checkpoints on its own");
+                        (None, None)
+                    }
+                    None => (None, None),
+                };
                 while let Ok(batch) = jobs.recv() {
                     let t = Instant::now();
                     let result = store.write(&batch).map_err(|e| e.to_string());
@@ -77,6 +123,25 @@ impl Writer {
                     {
                         break;
                     }
+                    let frames = store.wal_frames();
+                    if frames < CHECKPOINT_FRAMES {
+                        continue;
+                    }
+                    // A full queue means the checkpointer is at work and will see these
+                    // frames too.
+                    if let Some(n) = &nudge {
+                        let _ = n.try_send(());
+                    }
+                    if nudge.is_none() || frames >= BACKSTOP_FRAMES {
+                        let _running = checkpointer.as_deref().map(lock);
+                        if matches!(store.checkpoint(), Ok(true)) {
+                            bs_count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                drop(nudge);
+                if let Some(t) = ck_thread {
+                    let _ = t.join();
                 }
             })?;
         Ok(Writer {
@@ -87,7 +152,17 @@ impl Writer {
             writes: 0,
             busy: Duration::ZERO,
             waited: Duration::ZERO,
+            checkpoints,
+            backstops,
         })
+    }
+
+    /// Checkpoints run so far: (by the checkpoint thread, by the writer as a backstop).
+    pub fn checkpoints(&self) -> (u64, u64) {
+        (
+            self.checkpoints.load(Ordering::Relaxed),
+            self.backstops.load(Ordering::Relaxed),
+        )
     }
 
     /// True when no batch is being written.
@@ -141,6 +216,43 @@ impl Writer {
         self.busy += w.took;
         Ok(Some(w))
     }
+}
+
+/// Starts the checkpoint thread: one passive checkpoint per nudge (nudges that arrive while
+/// it works collapse into one). It ends when the writer drops the sender.
+fn start_checkpointer(
+    ck: Arc<Mutex<Checkpointer>>,
+    count: Arc<AtomicU64>,
+) -> io::Result<(SyncSender<()>, JoinHandle<()>)> {
+    let (nudge, nudges) = sync_channel::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("pn-checkpoint".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            let mut last_error: Option<Instant> = None;
+            while nudges.recv().is_ok() {
+                let result = lock(&ck).run();
+                match result {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        // Retried at the next nudge; the WAL keeps every frame meanwhile.
+                        if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            log::warn!("{e}");
+                            last_error = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((nudge, thread))
+}
+
+/// The checkpointer's lock. A panic while it was held leaves nothing half-done on our side
+/// (SQLite's own state is consistent after any error), so a poisoned lock is taken anyway.
+fn lock(c: &Mutex<Checkpointer>) -> MutexGuard<'_, Checkpointer> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Writer {

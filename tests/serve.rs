@@ -1147,8 +1147,9 @@ fn hostile_clients_do_not_slow_the_loop_and_stay_bounded() {
         flood > 0.5 * base,
         "flood slowed the loop: {flood} vs {base}"
     );
-    // main + I/O thread (+ a snapshot thread at most): bounded whatever the clients do.
-    assert!(peak_threads <= 3, "threads: {peak_threads}");
+    // main, the HTTP I/O thread, the database writer and its checkpoint thread (+ a snapshot
+    // thread at most): bounded whatever the 200 clients do.
+    assert!(peak_threads <= 5, "threads: {peak_threads}");
     assert!(
         peak_rss < base_rss + 64 * 1024,
         "RSS grew from {base_rss} to {peak_rss} kB"
