@@ -1530,14 +1530,18 @@ impl Store {
         i64::from(WAL_FRAMES.with(std::cell::Cell::get))
     }
 
-    /// A restarting checkpoint on this connection, the backstop when the WAL has grown past
-    /// what the checkpoint thread keeps up with: waits (within the busy timeout) for a
-    /// checkpoint in progress, copies the rest, and makes the next commit start the WAL over
-    /// from its beginning. Returns false when it could not finish (still busy).
+    /// A passive checkpoint on this connection, between its transactions: what SQLite's own
+    /// auto-checkpoint does, and the backstop when the WAL has grown past what the
+    /// checkpoint thread keeps up with (run it holding that thread's lock: SQLite refuses a
+    /// second checkpoint while one runs). With no write in progress it copies every frame
+    /// no reader still needs, so the next commit starts the WAL over from its beginning. It
+    /// never waits for readers: a reader holding an old snapshot (a user's sqlite3 shell)
+    /// only keeps the WAL from starting over, as it always did. Returns whether every frame
+    /// was copied.
     pub fn checkpoint(&self) -> Result<bool, StoreError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
-                r.get::<_, i64>(0).map(|busy| busy == 0)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
             })
             .map_err(|source| write_err(&self.path, "a checkpoint", source))
     }

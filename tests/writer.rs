@@ -261,3 +261,53 @@ fn checkpoints_run_on_their_own_thread_and_keep_the_wal_small() {
         "a WAL is left behind after close"
     );
 }
+
+/// A reader that holds an old snapshot (a user's sqlite3 shell in a transaction) keeps the
+/// WAL from being copied back, so the WAL passes the backstop on every batch; the writer's
+/// own checkpoint must then give up at once, not wait out the busy timeout for the reader.
+#[test]
+fn a_reader_holding_a_snapshot_never_stalls_the_writer() {
+    use phantomnet::store::{Batch, Store, StoreOptions};
+    use phantomnet::writer::Writer;
+    let dir = TempDir::new("writer-reader");
+    let db = dir.path("rd.db");
+    let store = Store::open(&db, &StoreOptions::default()).unwrap();
+    let mut w = Writer::start(store).unwrap();
+    let reader = Connection::open(&db).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let before: i64 = reader
+        .query_row("SELECT count(*) FROM flows", [], |r| r.get(0))
+        .unwrap();
+    let mut batch = Batch::new(20_000);
+    let mut n = 0u64;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..12 {
+        for _ in 0..20_000 {
+            batch.flow(&flow_row(n)).unwrap();
+            n += 1;
+        }
+        let t = Instant::now();
+        assert!(w.send(batch).is_none(), "the writer thread is gone");
+        let back = w.poll(true).unwrap().expect("the batch comes back");
+        // The backstop runs after the batch is handed back: the next round trip waits for it.
+        slowest = slowest.max(t.elapsed());
+        assert!(back.result.is_ok(), "{:?}", back.result);
+        batch = back.batch;
+        batch.clear();
+    }
+    assert!(w.send(batch).is_none());
+    let t = Instant::now();
+    let _ = w.poll(true).unwrap();
+    slowest = slowest.max(t.elapsed());
+    // StoreOptions' busy timeout is 5 s: a checkpoint that waited for the reader would
+    // take that long at least once.
+    assert!(slowest < Duration::from_secs(3), "a write took {slowest:?}");
+    // The reader's snapshot never moved.
+    let still: i64 = reader
+        .query_row("SELECT count(*) FROM flows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(still, before);
+    reader.execute_batch("COMMIT").unwrap();
+    drop(w);
+    assert_eq!(count(&db, "flows"), n as usize);
+}
