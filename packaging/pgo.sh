@@ -2,9 +2,10 @@
 # Profile-guided optimisation (PGO) for release builds. Builds an instrumented PhantomNet for
 # this machine, replays the project's own training traffic through it with the default config,
 # rules and model (tests/data/demo.pcap, and the demo with a spoofed SYN flood that
-# examples/make_pgo_pcap.rs writes), and merges what it counted into one profile. Release
-# builds of every target then compile with `-C profile-use=PROFILE`: LLVM lays out and inlines
-# by the measured branch and call counts (docs/DECISIONS.md, "Profile-guided release builds").
+# `examples/make_demo_pcap.rs --flood` writes), and merges what it counted into one profile.
+# Release builds of every target then compile with `-C profile-use=PROFILE`: LLVM lays out and
+# inlines by the measured branch and call counts (docs/DECISIONS.md, "Profile-guided release
+# builds").
 #
 #   packaging/pgo.sh            # writes target/pgo/phantomnet-HASH.profdata, prints its path
 #   packaging/pgo.sh --build    # also builds target/pgo/phantomnet for this machine with it
@@ -21,7 +22,7 @@ build=0
 case "${1:-}" in
   --build) build=1 ;;
   "") ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
   *) echo "pgo.sh: unknown argument \`$1' (see --help)" >&2; exit 2 ;;
 esac
 
@@ -47,7 +48,7 @@ echo "pgo.sh: instrumented build" >&2
 CARGO_TARGET_DIR=$work/gen RUSTFLAGS="${RUSTFLAGS:-} -C profile-generate=$work/raw" \
   cargo build --locked --release --bin phantomnet >&2
 # (the dev profile: `cargo test` has built it already, and it only writes frames)
-cargo run --locked --quiet --example make_pgo_pcap -- "$work/train.pcap" >&2
+cargo run --locked --quiet --example make_demo_pcap -- --flood "$work/train.pcap" >&2
 for input in "$root/tests/data/demo.pcap" "$work/train.pcap"; do
   rm -f "$work/train.db" "$work/train.db-wal" "$work/train.db-shm"
   "$work/gen/release/phantomnet" --log warn replay "$input" -c "$root/config/phantomnet.toml" \
