@@ -1466,29 +1466,28 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::os::raw::c_int) -> rus
 
 /// A second connection to a store's file that only runs checkpoints, so the connection
 /// that writes never waits on a checkpoint's fsyncs (src/writer.rs).
+#[derive(Debug)]
 pub struct Checkpointer {
     conn: Connection,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Checkpointer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpointer")
-            .field("path", &self.path)
-            .finish()
+impl Checkpointer {
+    /// A passive checkpoint: copies every WAL frame no reader or writer still needs into the
+    /// database file, fsyncs, and never blocks the writer. Returns whether every frame was
+    /// copied.
+    pub fn run(&self) -> Result<bool, StoreError> {
+        passive_checkpoint(&self.conn, &self.path)
     }
 }
 
-impl Checkpointer {
-    /// A passive checkpoint: copies every WAL frame no reader still needs into the database
-    /// file, fsyncs, and never blocks the writer. Returns (frames in the WAL, frames copied).
-    pub fn run(&self) -> Result<(i64, i64), StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })
-            .map_err(|source| write_err(&self.path, "a checkpoint", source))
-    }
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: true when it was not refused (another
+/// checkpoint running) and every frame in the WAL was copied.
+fn passive_checkpoint(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
+    })
+    .map_err(|source| write_err(path, "a checkpoint", source))
 }
 
 impl Store {
@@ -1539,11 +1538,7 @@ impl Store {
     /// only keeps the WAL from starting over, as it always did. Returns whether every frame
     /// was copied.
     pub fn checkpoint(&self) -> Result<bool, StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok(r.get::<_, i64>(0)? == 0 && r.get::<_, i64>(1)? == r.get::<_, i64>(2)?)
-            })
-            .map_err(|source| write_err(&self.path, "a checkpoint", source))
+        passive_checkpoint(&self.conn, &self.path)
     }
 }
 
