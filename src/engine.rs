@@ -17,7 +17,7 @@ use crate::decode::{
 };
 use crate::events::{AlertRow, FlowRow, Level, VerdictRow};
 use crate::features::{self, FeatureVector, WindowTotals, FEATURE_NAMES, N_FEATURES};
-use crate::flow::{addr16, addr_from16, Addr16, FlowKey, FlowTable, FlowTimeouts};
+use crate::flow::{addr16, addr_from16, Addr16, Flow, FlowKey, FlowTable, FlowTimeouts};
 use crate::host::{HostTable, WINDOW_SECS};
 use crate::intel::IntelSet;
 use crate::model::Model;
@@ -166,6 +166,22 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
         true
     } else {
         false
+    }
+}
+
+/// Queues the row of a flow that ended (`reason`) when flow rows are recorded (`[output]
+/// flows`), counted as a drop when the outbox is full.
+#[inline]
+fn record_flow(
+    record: bool,
+    outbox: &mut Outbox,
+    stats: &mut Stats,
+    key: &FlowKey,
+    flow: &Flow,
+    reason: &'static str,
+) {
+    if record && !push_bounded(&mut outbox.flows, flow.row(key, reason)) {
+        stats.outbox_drops += 1;
     }
 }
 
@@ -392,9 +408,7 @@ impl Engine {
         let stats = &mut self.stats;
         let record_flows = self.opts.record_flows;
         let upd = self.flows.update_keyed(key, fwd, meta, ts, |k, f, r| {
-            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
-                stats.outbox_drops += 1;
-            }
+            record_flow(record_flows, outbox, stats, k, f, r);
         });
         let src_host = src_judged.then(|| self.hosts.touch(sa, ts, sec));
         let dst_host = dst_judged.then(|| self.hosts.touch(da, ts, sec));
@@ -631,9 +645,7 @@ impl Engine {
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
         let n = self.flows.drain_some(max, |k, f, r| {
-            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
-                stats.outbox_drops += 1;
-            }
+            record_flow(record_flows, outbox, stats, k, f, r);
         });
         n < max || self.flows.is_empty()
     }
@@ -652,9 +664,7 @@ impl Engine {
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
         self.flows.expire_some(max, |k, f, r| {
-            if record_flows && !push_bounded(&mut outbox.flows, f.row(k, r)) {
-                stats.outbox_drops += 1;
-            }
+            record_flow(record_flows, outbox, stats, k, f, r);
         });
     }
 
