@@ -19,12 +19,17 @@ yaml=${SURICATA_YAML:-/etc/suricata/suricata.yaml}
 for t in tcpdump suricata /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
 done
-if [ -z "${PHANTOMNET:-}" ]; then
-  "$here/packaging/pgo.sh" --build >/dev/null
-fi
-[ -x "$pn" ] || { echo "$pn: not an executable" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [ -z "${PHANTOMNET:-}" ]; then
+  echo "building the profile-guided binary (packaging/pgo.sh --build: two release builds)" >&2
+  if ! "$here/packaging/pgo.sh" --build >"$work/pgo.log" 2>&1; then
+    cat "$work/pgo.log" >&2
+    echo "packaging/pgo.sh --build failed" >&2
+    exit 1
+  fi
+fi
+[ -x "$pn" ] || { echo "$pn: not an executable" >&2; exit 2; }
 
 # Our default rules (both files the default config loads) in the dialect Suricata 7
 # accepts: detection_filter has no unique_on before Suricata 8 (dropped: it then counts
