@@ -168,6 +168,9 @@ fn main() {
     let n_rules = det.rules.as_ref().map_or(0, |r| r.len());
     let load_secs = t_load.elapsed().as_secs_f64();
     let mut engine = runtime::build_engine(&cfg, det, false);
+    if cfg.detection.judge_thread {
+        engine.start_judge_thread().expect("judge thread");
+    }
     let db = tmp.join("bench.db");
     let mut out = Outputs::open(&cfg, Some(Path::new(&db)), None).expect("temp database");
     let mut src = capture::open_file(&args.pcap).expect("open capture");
@@ -207,8 +210,14 @@ fn main() {
             Next::End => break,
         }
         // The run loop's flush policy (runtime::Pipeline::run_source).
-        if engine.outbox.pressing() || (n % 1024 == 0 && last_flush.elapsed() >= FLUSH_EVERY) {
-            let ((), a) = counted_quiet(|| out.flush(&mut engine));
+        if engine.outbox.pressing()
+            || engine.judged_pressing()
+            || (n % 1024 == 0 && last_flush.elapsed() >= FLUSH_EVERY)
+        {
+            let ((), a) = counted_quiet(|| {
+                engine.sync_judged(false);
+                out.flush(&mut engine)
+            });
             if n >= args.warmup {
                 flush_allocs += a;
             }
@@ -217,6 +226,7 @@ fn main() {
         }
     }
     engine.finish_second();
+    engine.sync_judged(true);
     // As runtime::Pipeline::finish: drain in steps the outbox holds, flushing between.
     while !engine.drain_flows() {
         out.flush(&mut engine);
@@ -235,7 +245,7 @@ fn main() {
         cfg.tables.flows,
         cfg.tables.hosts,
         n_rules,
-        if engine.model.is_some() {
+        if engine.model().is_some() {
             "default"
         } else {
             "none"
@@ -258,8 +268,8 @@ fn main() {
     println!(
         "tables           {} flows now, {} hosts now, {} hosts evicted",
         engine.flows.table.len(),
-        engine.hosts.len(),
-        engine.hosts.evicted
+        engine.host_counts().active,
+        engine.host_counts().evicted
     );
     println!(
         "flows            {} created, {} expired, {} evicted; {} outbox drops",
@@ -294,6 +304,14 @@ fn main() {
             )
         }
         None => println!("  (database written on the loop: part of store)"),
+    }
+    if engine.judge_threaded() {
+        println!(
+            "  (host state, score and correlate on the judge thread; the loop waited {:.1} for it)",
+            engine.judge_waited().as_nanos() as f64 / frames
+        );
+    } else {
+        println!("  (hosts judged on the loop: part of state, score and correlate)");
     }
     println!(
         "allocations      {} in {} frames after a {}-frame warm-up: {:.6} per frame",

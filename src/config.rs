@@ -171,6 +171,9 @@ pub struct DetectionConfig {
     pub model: PathBuf,
     /// Watch ARP for changed IP→MAC bindings.
     pub arp_watch: bool,
+    /// Keep host state and judge host windows (features, forest, correlation) on a thread
+    /// of its own, beside the packet loop (false: on the loop).
+    pub judge_thread: bool,
 }
 
 impl Default for DetectionConfig {
@@ -183,6 +186,7 @@ impl Default for DetectionConfig {
             intel: vec![],
             model: PathBuf::from("models/default.json"),
             arp_watch: true,
+            judge_thread: true,
         }
     }
 }

@@ -12,18 +12,18 @@ use std::time::Instant;
 use crate::arpwatch::{fmt_mac, ArpWatch};
 use crate::config::{Config, VerdictConfig};
 use crate::correlate::{self, AnomalyEvidence, AnomalyLevel, FeatureDriver, RangeBreach, Reason};
-use crate::decode::{
-    self, LinkType, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, L3,
-};
+use crate::decode::{self, LinkType, Micros, PacketMeta, IPPROTO_ICMP, IPPROTO_ICMPV6, L3};
 use crate::events::{AlertRow, FlowRow, Level, VerdictRow};
 use crate::features::{self, FeatureVector, WindowTotals, FEATURE_NAMES, N_FEATURES};
 use crate::flow::{addr16, addr_from16, Addr16, Flow, FlowKey, FlowTable, FlowTimeouts};
 use crate::host::{HostTable, WINDOW_SECS};
 use crate::intel::IntelSet;
+use crate::judge::{self, HostCounts, HostEvent, HostStage, Judge, JudgeThread, PacketEv, Sink};
 use crate::model::Model;
 use crate::rules::{Action, PacketCtx, RuleHit, RuleSet};
 use crate::stats::{Stage, Stats};
 use crate::table::mix;
+use std::sync::Arc;
 
 /// Generator id of threat-intel alerts (rules use gid 1).
 pub const GID_INTEL: u32 = 9_001;
@@ -185,6 +185,23 @@ fn record_flow(
     }
 }
 
+/// Hands one host event to the judge: applied now (inline) or batched for its thread.
+#[inline]
+fn host_event(judge: &mut HostStage, outbox: &mut Outbox, stats: &mut Stats, ev: HostEvent) {
+    match judge {
+        HostStage::Inline(j) => j.apply(
+            &ev,
+            &mut Sink {
+                verdicts: &mut outbox.verdicts,
+                windows: &mut outbox.windows,
+                samples: &mut outbox.samples,
+                stats,
+            },
+        ),
+        HostStage::Thread(t) => t.push(ev),
+    }
+}
+
 /// Counts an alert and queues it (counted as a drop when the outbox is full).
 #[inline]
 fn emit(stats: &mut Stats, outbox: &mut Outbox, rec: AlertRec) {
@@ -276,11 +293,13 @@ fn is_host_addr(ip: IpAddr) -> bool {
 pub struct Engine {
     opts: EngineOptions,
     pub flows: FlowTable,
-    pub hosts: HostTable,
+    /// Host state and judging (inline, or on the `pn-judge` thread).
+    judge: HostStage,
     pub arp: ArpWatch,
     pub rules: Option<RuleSet>,
     pub intel: Option<IntelSet>,
-    pub model: Option<Model>,
+    /// The model the judge scores with (shared with it; set with [`Engine::set_model`]).
+    model: Option<Arc<Model>>,
     pub stats: Stats,
     pub outbox: Outbox,
     link: LinkType,
@@ -296,7 +315,11 @@ impl Engine {
         let seed = crate::table::random_seed();
         Engine {
             flows: FlowTable::new(opts.flows, opts.timeouts, seed),
-            hosts: HostTable::new(opts.hosts, opts.host_timeout, seed ^ 0x9e37_79b9),
+            judge: HostStage::Inline(Box::new(Judge::new(
+                HostTable::new(opts.hosts, opts.host_timeout, seed ^ 0x9e37_79b9),
+                opts.verdict.clone(),
+                opts.collect_samples,
+            ))),
             arp: ArpWatch::new(opts.hosts, seed ^ 0x7f4a_7c15),
             rules: None,
             intel: None,
@@ -319,6 +342,94 @@ impl Engine {
     /// Turns feature-sample collection (learning mode) on or off.
     pub fn set_collect_samples(&mut self, on: bool) {
         self.opts.collect_samples = on;
+        self.judge.with_judge(|j| j.collect_samples = on);
+    }
+
+    /// The model host windows are scored with.
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_deref()
+    }
+
+    /// Replaces the model. With the judge on its thread, events already handed to it may be
+    /// judged with either.
+    pub fn set_model(&mut self, m: Option<Model>) {
+        self.model = m.map(Arc::new);
+        let m = self.model.clone();
+        self.judge.with_judge(|j| j.model = m);
+    }
+
+    /// Host-table figures (with the judge thread: as of the last [`Engine::sync_judged`]).
+    pub fn host_counts(&self) -> HostCounts {
+        self.judge.counts()
+    }
+
+    /// Moves host judging onto a thread of its own (`[detection] judge_thread`).
+    pub fn start_judge_thread(&mut self) -> std::io::Result<()> {
+        if self.judge.is_threaded() {
+            return Ok(());
+        }
+        // A minimal stand-in for the moment the judge is moved.
+        let placeholder = HostStage::Inline(Box::new(Judge::new(
+            HostTable::new(16, 0, 0),
+            self.opts.verdict.clone(),
+            false,
+        )));
+        let HostStage::Inline(j) = std::mem::replace(&mut self.judge, placeholder) else {
+            unreachable!()
+        };
+        match JudgeThread::start(j, self.opts.outbox, self.stats.timing_disabled) {
+            Ok(t) => {
+                self.judge = HostStage::Thread(t);
+                Ok(())
+            }
+            Err((e, j)) => {
+                self.judge = HostStage::Inline(j);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether host judging runs on its own thread.
+    pub fn judge_threaded(&self) -> bool {
+        self.judge.is_threaded()
+    }
+
+    /// With the judge thread: hands over the events gathered so far and collects its
+    /// results into the outbox; with `wait`, after it has applied all of them (the end of a
+    /// capture). Inline, results are in the outbox already.
+    pub fn sync_judged(&mut self, wait: bool) {
+        if let HostStage::Thread(t) = &mut self.judge {
+            t.sync(wait);
+            t.collect(&mut Sink {
+                verdicts: &mut self.outbox.verdicts,
+                windows: &mut self.outbox.windows,
+                samples: &mut self.outbox.samples,
+                stats: &mut self.stats,
+            });
+        }
+    }
+
+    /// The judge thread's results are filling up: the loop should tick now.
+    #[inline]
+    pub fn judged_pressing(&self) -> bool {
+        match &self.judge {
+            HostStage::Thread(t) => t.pressing(),
+            HostStage::Inline(_) => false,
+        }
+    }
+
+    /// Time the loop waited for the judge thread.
+    pub fn judge_waited(&self) -> std::time::Duration {
+        match &self.judge {
+            HostStage::Thread(t) => t.waited,
+            HostStage::Inline(_) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Hands one host event to the judge: applied now (inline) or batched for its thread.
+    #[inline]
+    fn host_event(&mut self, ev: HostEvent) {
+        host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
     }
 
     /// Link type of the frames given to `process`.
@@ -365,21 +476,21 @@ impl Engine {
         }
         let t1 = timed.then(Instant::now);
         match meta.l3 {
-            L3::Ipv4 | L3::Ipv6 => self.ip_packet(ts, sec, &meta, frame, timed),
-            L3::Arp => self.arp_packet(ts, sec, &meta),
+            L3::Ipv4 | L3::Ipv6 => self.ip_packet(ts, &meta, frame, timed),
+            L3::Arp => self.arp_packet(ts, &meta),
             _ => self.stats.non_ip += 1,
         }
         if let (Some(t0), Some(t1)) = (t0, t1) {
             self.stats
                 .record(Stage::Decode, (t1 - t0).as_nanos() as u64);
         }
-        // When the tables are full (a flood), the next new flow or host evicts the least
-        // recently seen one: fetch it while the next frame is read and decoded.
+        // When the table is full (a flood), the next new flow evicts the least recently
+        // seen one: fetch it while the next frame is read and decoded. (The judge does the
+        // same for hosts.)
         self.flows.prefetch_victim();
-        self.hosts.prefetch_victim(sec);
     }
 
-    fn ip_packet(&mut self, ts: Micros, sec: i64, meta: &PacketMeta, frame: &[u8], timed: bool) {
+    fn ip_packet(&mut self, ts: Micros, meta: &PacketMeta, frame: &[u8], timed: bool) {
         let t_state = timed.then(Instant::now);
         if meta.l3 == L3::Ipv4 {
             self.stats.ipv4 += 1;
@@ -398,11 +509,13 @@ impl Engine {
         // Everything below starts with lookups of the flow and both hosts: ask for their
         // index lines together instead of one after another.
         self.flows.prefetch(&key);
-        if src_judged {
-            self.hosts.prefetch(&sa);
-        }
-        if dst_judged {
-            self.hosts.prefetch(&da);
+        if let HostStage::Inline(j) = &self.judge {
+            if src_judged {
+                j.hosts.prefetch(&sa);
+            }
+            if dst_judged {
+                j.hosts.prefetch(&da);
+            }
         }
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
@@ -410,66 +523,53 @@ impl Engine {
         let upd = self.flows.update_keyed(key, fwd, meta, ts, |k, f, r| {
             record_flow(record_flows, outbox, stats, k, f, r);
         });
-        let src_host = src_judged.then(|| self.hosts.touch(sa, ts, sec));
-        let dst_host = dst_judged.then(|| self.hosts.touch(da, ts, sec));
-        let proto = meta.ip_proto;
-        let syn_only = meta.is_syn_only();
-        if let Some(h) = src_host {
-            let b = self.hosts.table.get_mut(h).bucket(sec);
-            b.pkts_out += 1;
-            b.bytes_out += u64::from(meta.wire_len);
-            match proto {
-                IPPROTO_TCP => {
-                    b.tcp_out += 1;
-                    b.syn_out += u32::from(syn_only);
-                }
-                IPPROTO_ICMP | IPPROTO_ICMPV6 => b.icmp_out += 1,
-                _ => {}
-            }
-            if let Some(d) = meta.dns.filter(|d| !d.is_response) {
-                b.dns_queries += 1;
-                b.dns_len_sum += u32::from(d.qname_len);
-                b.dns_entropy_sum += d.qname_entropy;
-            }
-            if upd.new && upd.to_server {
-                b.flows_init += 1;
-                b.dst_hosts.insert(mix(
-                    u64::from_le_bytes(da[8..16].try_into().unwrap_or([0; 8])),
-                    0x51,
-                ));
-                b.dst_ports.insert(mix(
-                    u64::from(meta.dst_port) | (u64::from(proto) << 16),
-                    0x77,
-                ));
-                let svc = mix(
-                    u64::from_le_bytes(da[8..16].try_into().unwrap_or([0; 8])),
-                    u64::from(meta.dst_port),
-                );
-                b.add_service((svc >> 32) as u32 | 1);
-            }
-        }
-        if let Some(h) = dst_host {
-            let b = self.hosts.table.get_mut(h).bucket(sec);
-            b.pkts_in += 1;
-            b.bytes_in += u64::from(meta.wire_len);
-            if proto == IPPROTO_TCP {
-                b.tcp_in += 1;
-                b.syn_in += u32::from(syn_only);
-            }
+        if src_judged || dst_judged {
+            let mut flags = 0u8;
+            flags |= if src_judged { judge::SRC } else { 0 };
+            flags |= if dst_judged { judge::DST } else { 0 };
+            flags |= if meta.is_syn_only() {
+                judge::SYN_ONLY
+            } else {
+                0
+            };
+            flags |= if upd.new && upd.to_server {
+                judge::NEW_TO_SERVER
+            } else {
+                0
+            };
             if upd.first_reply {
                 let f = self.flows.table.get(upd.slot);
                 if f.answered {
-                    b.flows_answered += 1;
+                    flags |= judge::ANSWERED;
                 } else if f.rejected {
-                    b.flows_rejected += 1;
+                    flags |= judge::REJECTED;
                 }
             }
+            let (mut dns_len, mut dns_entropy) = (0, 0.0);
+            if let Some(d) = meta.dns.filter(|d| !d.is_response) {
+                flags |= judge::DNS_QUERY;
+                dns_len = d.qname_len;
+                dns_entropy = d.qname_entropy;
+            }
+            self.host_event(HostEvent::Packet(PacketEv {
+                ts,
+                src: sa,
+                dst: da,
+                wire_len: meta.wire_len,
+                dns_entropy,
+                dst_port: meta.dst_port,
+                dns_len,
+                proto: meta.ip_proto,
+                flags,
+            }));
         }
         // ICMP errors quote the refused packet: mark its flow as rejected for the initiator.
         if let Some(q) = quoted_packet(meta, frame) {
             if self.flows.mark_rejected(&q).is_some() && is_host_addr(q.src) {
-                let h = self.hosts.touch(addr16(q.src), ts, sec);
-                self.hosts.table.get_mut(h).bucket(sec).flows_rejected += 1;
+                self.host_event(HostEvent::Rejected {
+                    addr: addr16(q.src),
+                    ts,
+                });
             }
         }
         let t_detect = timed.then(Instant::now);
@@ -485,12 +585,11 @@ impl Engine {
                 &mut self.outbox,
                 AlertRec::of(ts, AlertSource::SpoofedSource, meta, flow_id),
             );
-            if let Some(h) = dst_host {
-                self.hosts
-                    .table
-                    .get_mut(h)
-                    .evidence
-                    .add_signature(SPOOFED_SOURCE, 2);
+            if dst_judged {
+                self.host_event(HostEvent::DstSignature {
+                    rule: SPOOFED_SOURCE,
+                    priority: 2,
+                });
             }
         }
         // Threat intel: once per flow, on both ends.
@@ -507,13 +606,12 @@ impl Engine {
                             &mut self.outbox,
                             AlertRec::of(ts, source, meta, flow_id),
                         );
-                        for h in [src_host, dst_host].into_iter().flatten() {
-                            let ev = &mut self.hosts.table.get_mut(h).evidence;
-                            ev.intel_hits += 1;
-                            if ev.intel_list == 0 {
-                                ev.intel_list = hit.list as u16 + 1;
-                                ev.intel_addr = addr16(addr);
-                            }
+                        if src_judged || dst_judged {
+                            let ev = HostEvent::Intel {
+                                list: hit.list as u16,
+                                addr: addr16(addr),
+                            };
+                            host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
                         }
                     }
                 }
@@ -539,13 +637,12 @@ impl Engine {
                     AlertRec::of(ts, AlertSource::Rule(hit.rule), meta, flow_id),
                 );
                 // The packet's sender is the side the signature speaks about.
-                if let Some(h) = src_host {
-                    let priority = rules.info(hit.rule).priority;
-                    self.hosts
-                        .table
-                        .get_mut(h)
-                        .evidence
-                        .add_signature(hit.rule, priority);
+                if src_judged {
+                    let ev = HostEvent::SrcSignature {
+                        rule: hit.rule,
+                        priority: rules.info(hit.rule).priority,
+                    };
+                    host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
                 }
             }
         }
@@ -555,22 +652,20 @@ impl Engine {
         }
     }
 
-    fn arp_packet(&mut self, ts: Micros, sec: i64, meta: &PacketMeta) {
+    fn arp_packet(&mut self, ts: Micros, meta: &PacketMeta) {
         self.stats.arp += 1;
         let arp = meta.arp;
         if arp.sender_ip.is_unspecified() {
             return;
         }
-        let h = self.hosts.touch(addr16(IpAddr::V4(arp.sender_ip)), ts, sec);
-        let b = self.hosts.table.get_mut(h).bucket(sec);
-        b.pkts_out += 1;
-        b.bytes_out += u64::from(meta.wire_len);
-        if arp.op == 1 && arp.target_ip != arp.sender_ip {
-            b.dst_hosts.insert(mix(
-                u64::from(u32::from(arp.target_ip)) | (0xffff << 32),
-                0x51,
-            ));
-        }
+        let target = (arp.op == 1 && arp.target_ip != arp.sender_ip)
+            .then(|| mix(u64::from(u32::from(arp.target_ip)) | (0xffff << 32), 0x51));
+        self.host_event(HostEvent::Arp {
+            sender: addr16(IpAddr::V4(arp.sender_ip)),
+            ts,
+            wire_len: meta.wire_len,
+            target,
+        });
         if !self.opts.arp_watch {
             return;
         }
@@ -595,18 +690,12 @@ impl Engine {
                 flow_id: 0,
             };
             emit(&mut self.stats, &mut self.outbox, rec);
-            let ev = &mut self.hosts.table.get_mut(h).evidence;
-            ev.arp_change = true;
-            ev.arp_old_mac = change.old_mac;
-            ev.arp_new_mac = change.new_mac;
-            if let Some(other) = change.also_claims {
-                // The other claimed address (often the gateway) is a victim of the same MAC.
-                let o = self.hosts.touch(addr16(IpAddr::V4(other)), ts, sec);
-                let ev = &mut self.hosts.table.get_mut(o).evidence;
-                ev.arp_change = true;
-                ev.arp_old_mac = change.new_mac;
-                ev.arp_new_mac = change.new_mac;
-            }
+            self.host_event(HostEvent::ArpChange {
+                old_mac: change.old_mac,
+                new_mac: change.new_mac,
+                also: change.also_claims.map(|o| addr16(IpAddr::V4(o))),
+                ts,
+            });
         }
     }
 
@@ -677,119 +766,17 @@ impl Engine {
             self.cur_sec = sec;
             self.flows.begin_expiry(sec.saturating_mul(1_000_000));
             self.continue_expiry();
-            self.hosts.expire(sec.saturating_mul(1_000_000));
+            self.host_event(HostEvent::Expire {
+                now: sec.saturating_mul(1_000_000),
+            });
         }
     }
 
-    /// Features → score → correlation → verdict for every host active in `sec`.
+    /// Hands second `sec` to the judge: features → score → correlation → verdict for every
+    /// host active in it.
     fn close_second(&mut self, sec: i64) {
-        let timing = self.stats.timing();
-        let t_start = timing.then(Instant::now);
-        let mut counts = [0u64; 4];
-        let end_ts = (sec + 1).saturating_mul(1_000_000);
-        let mut score_ns = 0u64;
-        for i in 0..self.hosts.active.len() {
-            // Under a flood most active hosts are cold by the end of the second.
-            if let Some(&ahead) = self.hosts.active.get(i + 4) {
-                self.hosts.prefetch_window(ahead, sec);
-            }
-            let slot = self.hosts.active[i];
-            let Some(addr) = self.hosts.table.key(slot).copied() else {
-                continue;
-            };
-            let host = self.hosts.table.get_mut(slot);
-            if host.active_sec != sec {
-                continue;
-            }
-            // Judged once per second even if the slot is listed twice (reused after eviction).
-            host.active_sec = i64::MIN + 1;
-            let totals = WindowTotals::of(host, sec);
-            let b = host.bucket(sec);
-            let x = f64::from(b.pkts_out) + f64::from(b.pkts_in);
-            let usual = host.baseline.mean;
-            let z = host.baseline.observe(sec, x);
-            let ip = addr_from16(addr);
-            let judged = totals.packets() >= u64::from(self.opts.verdict.min_window_packets);
-            // Features only for windows the model judges (or learning samples): most windows
-            // under a spoofed flood hold one packet, and fifteen logarithms each cost more
-            // than the rest of the window.
-            let fv = if judged {
-                features::compute(&totals, z)
-            } else {
-                Default::default()
-            };
-            if self.opts.collect_samples
-                && judged
-                && !push_bounded(
-                    &mut self.outbox.samples,
-                    SampleRec {
-                        ts: end_ts,
-                        host: ip,
-                        features: fv,
-                    },
-                )
-            {
-                self.stats.outbox_drops += 1;
-            }
-            // Timed only when the forest runs: two clock reads cost more than a window the
-            // model does not judge (most of them under a flood).
-            let anomaly = match &self.model {
-                Some(m) if judged => {
-                    let t_score = timing.then(Instant::now);
-                    let a = evaluate(m, &fv, &self.opts.verdict);
-                    if let Some(t) = t_score {
-                        score_ns += t.elapsed().as_nanos() as u64;
-                    }
-                    Some(a)
-                }
-                _ => None,
-            };
-            let host = self.hosts.table.get_mut(slot);
-            let a = correlate::assess(&self.opts.verdict, anomaly.as_ref(), &host.evidence);
-            host.evidence = Default::default();
-            host.windows += 1;
-            host.last_level = a.level as u8;
-            host.last_risk = a.risk;
-            host.max_level = host.max_level.max(a.level as u8);
-            counts[a.level.index()] += 1;
-            self.stats.windows += 1;
-            self.stats.verdicts[a.level.index()] += 1;
-            if a.level > Level::Safe {
-                host.flagged_windows += 1;
-                let rec = VerdictRec {
-                    ts: end_ts,
-                    host: ip,
-                    level: a.level,
-                    risk: a.risk,
-                    anomaly_score: anomaly.map(|a| a.score),
-                    confidence: a.confidence,
-                    reasons: a.reasons,
-                    totals,
-                    usual_rate: usual,
-                };
-                if !push_bounded(&mut self.outbox.verdicts, rec) {
-                    self.stats.outbox_drops += 1;
-                }
-            }
-        }
-        self.hosts.active.clear();
-        if counts.iter().any(|&c| c > 0)
-            && !push_bounded(&mut self.outbox.windows, (end_ts, counts))
-        {
-            self.stats.outbox_drops += 1;
-        }
-        if let Some(t_start) = t_start {
-            let total = t_start.elapsed().as_nanos() as u64;
-            if score_ns > 0 {
-                self.stats.record(Stage::Score, score_ns);
-            }
-            self.stats
-                .record(Stage::Correlate, total.saturating_sub(score_ns));
-        }
-        if let Some(t) = self.sec_started.take() {
-            self.stats
-                .record(Stage::FrameToVerdict, t.elapsed().as_nanos() as u64);
-        }
+        let started = self.sec_started.take();
+        self.host_event(HostEvent::Close { sec, started });
     }
 
     /// Resolves an outbox alert into the row the outputs write. `scratch` holds built-in

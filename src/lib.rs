@@ -16,6 +16,7 @@ pub mod features;
 pub mod flow;
 pub mod host;
 pub mod intel;
+pub mod judge;
 pub mod metrics;
 pub mod model;
 pub mod page;

@@ -266,25 +266,25 @@ pub fn render(
         "phantomnet_hosts_active",
         Gauge,
         "Hosts in the host table.",
-        engine.hosts.len() as f64,
+        engine.host_counts().active as f64,
     );
     m.single(
         "phantomnet_hosts_capacity",
         Gauge,
         "Size of the host table.",
-        engine.hosts.table.capacity() as f64,
+        engine.host_counts().capacity as f64,
     );
     m.single(
         "phantomnet_hosts_evicted_total",
         Counter,
         "Hosts evicted because the table was full.",
-        engine.hosts.evicted as f64,
+        engine.host_counts().evicted as f64,
     );
     m.single(
         "phantomnet_hosts_expired_total",
         Counter,
         "Hosts forgotten after an idle timeout.",
-        engine.hosts.expired as f64,
+        engine.host_counts().expired as f64,
     );
     m.single(
         "phantomnet_rules_loaded",
@@ -302,7 +302,7 @@ pub fn render(
         "phantomnet_model_loaded",
         Gauge,
         "1 if an Isolation Forest model is scoring host windows.",
-        f64::from(u8::from(engine.model.is_some())),
+        f64::from(u8::from(engine.model().is_some())),
     );
     m.single(
         "phantomnet_alerts_total",

@@ -204,7 +204,7 @@ pub fn build_engine(cfg: &Config, det: Detectors, collect_samples: bool) -> Engi
     let mut e = Engine::new(opts);
     e.rules = det.rules;
     e.intel = det.intel;
-    e.model = det.model;
+    e.set_model(det.model);
     e
 }
 
@@ -736,7 +736,7 @@ pub fn start_learning(p: &mut Pipeline) {
                     "learning: already done; using the learned model {}",
                     path.display()
                 );
-                p.engine.model = Some(m);
+                p.engine.set_model(Some(m));
                 status.state = "done".into();
                 status.progress = 1.0;
                 p.info.learning = Some(status);
@@ -810,7 +810,7 @@ fn advance_learning(p: &mut Pipeline) {
                 vectors.len(),
                 path.display()
             );
-            p.engine.model = Some(m);
+            p.engine.set_model(Some(m));
             p.engine.set_collect_samples(false);
             let _ = store.set_meta("learning_state", "done");
             let _ = store.set_meta("learned_model", &status.model);
@@ -848,7 +848,7 @@ fn reload(cfg: &Config, engine: &mut Engine) {
         Err(e) => warn!("reload: keeping the old intel lists: {e}"),
     }
     match load_model(cfg) {
-        Ok(m) => engine.model = m,
+        Ok(m) => engine.set_model(m),
         Err(e) => warn!("reload: keeping the old model: {e}"),
     }
 }
@@ -892,7 +892,12 @@ impl Pipeline {
             kernel_drops: 0,
             learning: None,
         };
-        let engine = build_engine(&cfg, det, false);
+        let mut engine = build_engine(&cfg, det, false);
+        if cfg.detection.judge_thread {
+            if let Err(e) = engine.start_judge_thread() {
+                warn!("cannot start the host judge thread ({e}); judging on the packet loop");
+            }
+        }
         let mut p = Pipeline {
             cfg,
             engine,
@@ -920,6 +925,7 @@ impl Pipeline {
                 Next::End => break,
             }
             if self.engine.outbox.pressing()
+                || self.engine.judged_pressing()
                 || (self.engine.stats.frames % 1024 == 0 && self.last_tick.elapsed() >= FLUSH_EVERY)
             {
                 self.tick_outputs(src);
@@ -936,6 +942,7 @@ impl Pipeline {
     /// Output work of a tick: flush, answer HTTP, reload on SIGHUP.
     pub fn tick_outputs(&mut self, src: &dyn FrameSource) {
         self.info.kernel_drops = src.stats().kernel_drops;
+        self.engine.sync_judged(false);
         self.outputs.flush(&mut self.engine);
         advance_learning(self);
         self.poll_http();
@@ -959,6 +966,7 @@ impl Pipeline {
     /// Closes the last second, ends all flows and writes everything.
     pub fn finish(&mut self) {
         self.engine.finish_second();
+        self.engine.sync_judged(true);
         // The table can hold more flows than the outbox: drain in steps, flushing between.
         while !self.engine.drain_flows() {
             self.outputs.flush(&mut self.engine);
@@ -1080,7 +1088,10 @@ pub fn run_live(
             Next::Idle(now) => p.engine.tick(now),
             Next::End => break,
         }
-        if p.engine.outbox.pressing() || last_flush.elapsed() >= FLUSH_EVERY {
+        if p.engine.outbox.pressing()
+            || p.engine.judged_pressing()
+            || last_flush.elapsed() >= FLUSH_EVERY
+        {
             // Live: packet time follows the wall clock; close seconds even when quiet.
             p.engine.tick(unix_now_micros());
             p.tick_outputs(src.as_ref());

@@ -389,11 +389,11 @@ impl Server {
                 expired: engine.flows.expired,
             },
             hosts: TableStatus {
-                active: engine.hosts.len() as u64,
-                capacity: engine.hosts.table.capacity() as u64,
+                active: engine.host_counts().active as u64,
+                capacity: engine.host_counts().capacity as u64,
                 created: None,
-                evicted: engine.hosts.evicted,
-                expired: engine.hosts.expired,
+                evicted: engine.host_counts().evicted,
+                expired: engine.host_counts().expired,
             },
             alerts: s.alerts,
             verdicts: LevelCounts {
@@ -407,7 +407,7 @@ impl Server {
             host_windows: s.windows,
             rules_loaded: info.rules_loaded,
             intel_entries: info.intel_entries,
-            model: engine.model.as_ref().map(crate::runtime::model_json),
+            model: engine.model().map(crate::runtime::model_json),
             learning: Learning {
                 enabled: engine.options().collect_samples,
                 samples_stored: learning_samples,

@@ -110,6 +110,15 @@ impl Histogram {
         })
     }
 
+    /// Adds `other`'s counts to this histogram.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.count += other.count;
+    }
+
     pub fn mean_ns(&self) -> f64 {
         if self.count == 0 {
             0.0
@@ -168,6 +177,20 @@ impl Stats {
     #[inline]
     pub fn record(&mut self, stage: Stage, ns: u64) {
         self.latency[stage as usize].record(ns);
+    }
+
+    /// Moves what host judging counts (windows, verdicts, drops, and the score, correlate
+    /// and frame-to-verdict timings) from `other`, the judge thread's counters, into these.
+    pub fn absorb_judged(&mut self, other: &mut Stats) {
+        self.windows += std::mem::take(&mut other.windows);
+        for (a, b) in self.verdicts.iter_mut().zip(other.verdicts.iter_mut()) {
+            *a += std::mem::take(b);
+        }
+        self.outbox_drops += std::mem::take(&mut other.outbox_drops);
+        for st in [Stage::Score, Stage::Correlate, Stage::FrameToVerdict] {
+            let h = std::mem::take(&mut other.latency[st as usize]);
+            self.latency[st as usize].merge(&h);
+        }
     }
 }
 

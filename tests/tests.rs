@@ -7,6 +7,7 @@ mod capture;
 mod decode;
 mod hardening;
 mod intel;
+mod judge;
 mod live;
 mod model;
 mod outbox;

@@ -5,7 +5,9 @@
 //! runs uncounted, as the run loop does it.
 //!
 //! A separate test target because a global allocator is process-wide; the allocator lives in
-//! util/count_alloc.rs (shared with the benchmark), the one file allowed `unsafe`.
+//! util/count_alloc.rs (shared with the benchmark), the one file allowed `unsafe`. It runs
+//! without the test harness (its own `main`): with the host judge on its thread (the
+//! default), the judge's allocations count too, and so would any harness thread's.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(unused_imports)]
@@ -17,7 +19,7 @@ mod count_alloc;
 
 use std::path::Path;
 
-use count_alloc::counted;
+use count_alloc::{allocations, count_other_threads, counted};
 
 use phantomnet::config::Config;
 use phantomnet::engine::Engine;
@@ -53,7 +55,8 @@ fn replay(engine: &mut Engine, out: &mut Outputs, c: &Capture) -> (u64, u64, u64
     for (i, (ts, f)) in c.frames.iter().enumerate() {
         let ((), n) = counted(|| engine.process(*ts, f));
         allocs += n;
-        if engine.outbox.pressing() || i % 2048 == 0 {
+        if engine.outbox.pressing() || engine.judged_pressing() || i % 2048 == 0 {
+            engine.sync_judged(false);
             out.flush(engine);
             flushes += 1;
         }
@@ -64,17 +67,23 @@ fn replay(engine: &mut Engine, out: &mut Outputs, c: &Capture) -> (u64, u64, u64
         let ((), n) = counted(|| engine.tick(last + k * SEC));
         allocs += n;
     }
+    engine.sync_judged(true);
     out.flush(engine);
     (allocs, c.frames.len() as u64, flushes + 1)
 }
 
-#[test]
-fn steady_state_frames_and_seconds_do_not_allocate() {
-    let cfg = default_config();
+/// `judge_thread`: host state and judging on their thread, whose every allocation counts
+/// (the database is written on this thread, uncounted, so no other thread runs).
+fn steady_state_frames_and_seconds_do_not_allocate(judge_thread: bool) {
+    let mut cfg = default_config();
+    cfg.output.writer_thread = false;
     let det = runtime::load_detectors(&cfg).expect("default rules and model");
     assert!(det.rules.as_ref().is_some_and(|r| r.len() >= 20));
     assert!(det.model.is_some(), "the default model must be loaded");
     let mut engine = runtime::build_engine(&cfg, det, false);
+    if judge_thread {
+        engine.start_judge_thread().expect("judge thread");
+    }
     let dir = util::TempDir::new("zero-alloc");
     let db = dir.path("za.db");
     let mut out = Outputs::open(&cfg, Some(Path::new(&db)), None).expect("temp database");
@@ -88,10 +97,22 @@ fn steady_state_frames_and_seconds_do_not_allocate() {
     let alerts_before = engine.stats.alerts;
     let windows_before = engine.stats.windows;
     let flagged_before: u64 = engine.stats.verdicts[1..].iter().sum();
+    count_other_threads(judge_thread);
+    let all_before = allocations();
     let (allocs, frames, flushes) = replay(&mut engine, &mut out, &fresh);
+    let all = allocations() - all_before;
+    count_other_threads(false);
+    // What this thread's uncounted flushes allocated is not in `all`; the rest is the
+    // frames' (`allocs`) and the judge thread's.
+    let judge_allocs = all - allocs;
+    assert_eq!(
+        judge_allocs, 0,
+        "{judge_allocs} heap allocations on the judge thread over {frames} frames after warm-up"
+    );
+    assert_eq!(engine.judge_threaded(), judge_thread);
 
     eprintln!(
-        "measured {frames} frames, {} alerts, {} host-windows, {flushes} flushes: {allocs} allocations",
+        "judge thread {judge_thread}: measured {frames} frames, {} alerts, {} host-windows, {flushes} flushes: {allocs} allocations",
         engine.stats.alerts - alerts_before,
         engine.stats.windows - windows_before
     );
@@ -112,10 +133,48 @@ fn steady_state_frames_and_seconds_do_not_allocate() {
     );
 }
 
-#[test]
 fn counting_allocator_sees_allocations() {
-    // The test above would pass vacuously if counting did not work.
+    // The tests above would pass vacuously if counting did not work.
     let (v, n) = counted(|| vec![1u8; 100]);
     assert_eq!(v.len(), 100);
     assert!(n >= 1);
+    // ... on other threads too.
+    count_other_threads(true);
+    let before = allocations();
+    let len = std::thread::spawn(|| vec![2u8; 100].len()).join().unwrap();
+    let n = allocations() - before;
+    count_other_threads(false);
+    assert_eq!(len, 100);
+    assert!(n >= 1);
+}
+
+fn main() {
+    let tests: [(&str, fn()); 3] = [
+        (
+            "counting_allocator_sees_allocations",
+            counting_allocator_sees_allocations,
+        ),
+        ("steady_state_on_the_loop", || {
+            steady_state_frames_and_seconds_do_not_allocate(false)
+        }),
+        ("steady_state_with_the_judge_thread", || {
+            steady_state_frames_and_seconds_do_not_allocate(true)
+        }),
+    ];
+    // `cargo test` passes the harness's arguments (a name filter, --nocapture ...): a
+    // filter selects tests by name as the harness would; options are ignored.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        test();
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    println!("test result: ok. {ran} passed; 0 failed");
 }

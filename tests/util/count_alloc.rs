@@ -6,13 +6,16 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counts allocations made by threads that switched counting on (the test harness runs
 /// other tests, and tiny_http or SQLite may run threads, so counting is per thread).
 struct Counting;
 
 static COUNTED: AtomicU64 = AtomicU64::new(0);
+/// Count every allocation of every thread but the one that called [`count_other_threads`]
+/// (a thread of the engine's own, e.g. the host judge, whose work is per-frame too).
+static COUNT_OTHERS: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
@@ -21,10 +24,13 @@ thread_local! {
     static FIRST_SITES: Cell<u32> = const { Cell::new(0) };
     /// Allocations may be traced (off for regions allowed to allocate, e.g. flushes).
     static TRACEABLE: Cell<bool> = const { Cell::new(true) };
+    /// This thread measures (with `counted`); `COUNT_OTHERS` does not apply to it.
+    static MEASURER: Cell<bool> = const { Cell::new(false) };
 }
 
 fn note_allocation() {
-    let counting = COUNTING.try_with(Cell::get).unwrap_or(false);
+    let counting = COUNTING.try_with(Cell::get).unwrap_or(false)
+        || (COUNT_OTHERS.load(Ordering::Relaxed) && !MEASURER.try_with(Cell::get).unwrap_or(true));
     if !counting {
         return;
     }
@@ -86,4 +92,17 @@ pub fn counted_quiet<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let r = counted(f);
     TRACEABLE.with(|c| c.set(true));
     r
+}
+
+/// Counts (or stops counting) the allocations of every other thread, whatever it does: for
+/// a run where the only other threads are the engine's per-frame ones (a test binary
+/// without the test harness's threads).
+pub fn count_other_threads(on: bool) {
+    MEASURER.with(|m| m.set(true));
+    COUNT_OTHERS.store(on, Ordering::SeqCst);
+}
+
+/// Allocations counted so far, all threads.
+pub fn allocations() -> u64 {
+    COUNTED.load(Ordering::SeqCst)
 }
