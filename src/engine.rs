@@ -389,6 +389,14 @@ impl Engine {
         }
     }
 
+    /// With the judge thread, hand each closed second over at once (live capture: verdicts
+    /// as soon as on the loop) rather than in full batches (replay: fewer hand-overs).
+    pub fn set_judge_eager(&mut self, eager: bool) {
+        if let HostStage::Thread(t) = &mut self.judge {
+            t.eager_close = eager;
+        }
+    }
+
     /// Whether host judging runs on its own thread.
     pub fn judge_threaded(&self) -> bool {
         self.judge.is_threaded()

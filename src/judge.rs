@@ -496,6 +496,10 @@ pub struct JudgeThread {
     counts: HostCounts,
     /// The thread has ended: events are applied on the loop.
     gone: bool,
+    /// Hand over a closed second at once (live capture): its verdicts are then ready by the
+    /// next tick, as they would be judged on the loop. Off for replay, where a capture's
+    /// sparse stretches would make as many small batches as seconds.
+    pub eager_close: bool,
     /// Time the loop waited for the thread (all batches queued, or `sync`).
     pub waited: Duration,
 }
@@ -576,14 +580,16 @@ impl JudgeThread {
             thread: Some(thread),
             counts,
             gone: false,
+            eager_close: false,
             waited: Duration::ZERO,
         })
     }
 
     #[inline]
     pub fn push(&mut self, ev: HostEvent) {
+        let close = self.eager_close && matches!(ev, HostEvent::Close { .. });
         self.batch.push(ev);
-        if self.batch.len() >= BATCH {
+        if close || self.batch.len() >= BATCH {
             self.hand_over();
         }
     }

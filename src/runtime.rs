@@ -894,8 +894,11 @@ impl Pipeline {
         };
         let mut engine = build_engine(&cfg, det, false);
         if cfg.detection.judge_thread {
-            if let Err(e) = engine.start_judge_thread() {
-                warn!("cannot start the host judge thread ({e}); judging on the packet loop");
+            match engine.start_judge_thread() {
+                Ok(()) => engine.set_judge_eager(mode == "live"),
+                Err(e) => {
+                    warn!("cannot start the host judge thread ({e}); judging on the packet loop")
+                }
             }
         }
         let mut p = Pipeline {
