@@ -3,11 +3,12 @@
 //! heap allocations per frame after warm-up, and peak RSS.
 //!
 //! cargo bench --bench pipeline -- [PCAP] [--flows N] [--hosts N] [--rules N|default|none]
-//!     [--no-model] [--warmup FRAMES] [--inline-writes]
+//!     [--no-model] [--warmup FRAMES] [--inline-writes] [--inline-judge]
 //! PCAP defaults to $PHANTOMNET_BENCH_PCAP, else /tmp/bench.pcap (build it with
 //! ../shared/bench/make-bench-pcap.sh). `--rules N` loads N generated content rules on top of
 //! the default ones (the cost-versus-rules curve); `--rules none` loads none.
-//! `--inline-writes` writes the database on the loop (`[output] writer_thread = false`).
+//! `--inline-writes` writes the database on the loop (`[output] writer_thread = false`),
+//! `--inline-judge` keeps hosts and judges them on the loop (`[detection] judge_thread = false`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/util/count_alloc.rs"]
@@ -31,6 +32,7 @@ struct Args {
     no_model: bool,
     warmup: u64,
     inline_writes: bool,
+    inline_judge: bool,
 }
 
 enum RulesChoice {
@@ -51,6 +53,7 @@ fn parse_args() -> Args {
         no_model: false,
         warmup: 100_000,
         inline_writes: false,
+        inline_judge: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +65,7 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = val("--warmup").parse().expect("--warmup N"),
             "--no-model" => a.no_model = true,
             "--inline-writes" => a.inline_writes = true,
+            "--inline-judge" => a.inline_judge = true,
             "--rules" => {
                 a.rules = match val("--rules").as_str() {
                     "default" => RulesChoice::Default,
@@ -142,6 +146,9 @@ fn main() {
     }
     if args.inline_writes {
         cfg.output.writer_thread = false;
+    }
+    if args.inline_judge {
+        cfg.detection.judge_thread = false;
     }
     let tmp = std::env::temp_dir().join(format!("phantomnet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
