@@ -286,6 +286,9 @@ fn every_endpoint_answers_from_the_database_and_checks_the_token() {
     assert_eq!(status["mode"], "replay");
     assert!(status["rules_loaded"].as_u64().unwrap() > 0);
     assert_eq!(status["model"]["schema"], "phantomnet.features.v1");
+    // Host-table figures come from the judge thread (the default), collected at the end.
+    assert!(status["hosts"]["active"].as_u64().unwrap() > 0);
+    assert_eq!(status["hosts"]["capacity"], 2048);
     let alerts = sql_i64(&db, "SELECT count(*) FROM alerts");
     assert!(alerts > 0);
     assert_eq!(status["alerts"], alerts);
