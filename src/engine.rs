@@ -160,7 +160,7 @@ impl Outbox {
 
 /// Pushes into a Vec only within its start-up capacity; false when full.
 #[inline]
-fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
+pub(crate) fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
     if v.len() < v.capacity() {
         v.push(x);
         true

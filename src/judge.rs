@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::config::VerdictConfig;
 use crate::correlate;
 use crate::decode::{Micros, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
-use crate::engine::{evaluate, SampleRec, VerdictRec};
+use crate::engine::{evaluate, push_bounded, SampleRec, VerdictRec};
 use crate::events::Level;
 use crate::features::{self, WindowTotals};
 use crate::flow::{addr_from16, Addr16};
@@ -122,17 +122,6 @@ pub struct Sink<'a> {
     pub windows: &'a mut Vec<(Micros, [u64; 4])>,
     pub samples: &'a mut Vec<SampleRec>,
     pub stats: &'a mut Stats,
-}
-
-/// Pushes into a Vec only within its start-up capacity; false when full.
-#[inline]
-fn push_bounded<T>(v: &mut Vec<T>, x: T) -> bool {
-    if v.len() < v.capacity() {
-        v.push(x);
-        true
-    } else {
-        false
-    }
 }
 
 /// Host-table figures for the status page and /metrics.

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use crate::hardening::write_config;
 use crate::util::scenario::*;
 use crate::util::{repo, run_ok, write_pcap, TempDir};
+use crate::writer::dump;
 
 /// Every kind of host evidence: signatures (port scan, brute force, SQL injection), a
 /// threat-intel hit (the scanner is listed), a changed ARP binding, DNS tunnelling, a
@@ -29,31 +30,6 @@ fn every_kind_of_evidence() -> Capture {
     syn_flood(&mut c, &mut rng, T0 + 13 * SEC, 20_000, 2_000, TV, 80);
     c.sort();
     c
-}
-
-/// Every row of the tables judging feeds, in id order, as text.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).unwrap();
-    let mut rows = Vec::new();
-    for (table, order) in [
-        ("alerts", "id"),
-        ("verdicts", "id"),
-        ("window_counts", "rowid"),
-        ("flows", "id"),
-    ] {
-        let mut st = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
-            .unwrap();
-        let n = st.column_count();
-        let mut q = st.query([]).unwrap();
-        while let Some(r) = q.next().unwrap() {
-            let cols: Vec<String> = (0..n)
-                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                .collect();
-            rows.push(format!("{table}: {}", cols.join("|")));
-        }
-    }
-    rows
 }
 
 fn count(db: &Path, sql: &str) -> i64 {

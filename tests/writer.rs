@@ -28,7 +28,7 @@ fn busy_capture() -> Capture {
 }
 
 /// Every row of every table the loop writes, in id order, as text.
-fn dump(db: &Path) -> Vec<String> {
+pub fn dump(db: &Path) -> Vec<String> {
     let conn = Connection::open(db).unwrap();
     let mut rows = Vec::new();
     for (table, order) in [
