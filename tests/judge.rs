@@ -12,7 +12,7 @@ use rusqlite::Connection;
 
 use crate::hardening::write_config;
 use crate::util::scenario::*;
-use crate::util::{repo, run_ok, write_pcap, TempDir};
+use crate::util::{replay_ok, repo, write_pcap, TempDir};
 use crate::writer::dump;
 
 /// Every kind of host evidence: signatures (port scan, brute force, SQL injection), a
@@ -60,16 +60,7 @@ fn the_judge_thread_gives_exactly_the_verdicts_judging_on_the_loop_gives() {
             ],
         );
         let db = dir.path(&format!("{name}.db"));
-        run_ok(&[
-            "--log",
-            "warn",
-            "replay",
-            pcap.to_str().unwrap(),
-            "-c",
-            cfg.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ]);
+        replay_ok(&pcap, &cfg, &db);
         // The run judged, and judged every kind of evidence.
         assert!(
             count(&db, "SELECT count(*) FROM window_counts") > 20,

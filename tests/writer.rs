@@ -12,7 +12,7 @@ use rusqlite::Connection;
 
 use crate::hardening::write_config;
 use crate::util::scenario::*;
-use crate::util::{run_ok, write_pcap, TempDir};
+use crate::util::{replay_ok, write_pcap, TempDir};
 
 /// A LAN, a port scan, SSH brute force and a spoofed SYN flood: alerts, verdicts, windows
 /// and thousands of flows.
@@ -74,16 +74,7 @@ fn the_writer_thread_stores_exactly_what_inline_writing_stores() {
             &[("output.writer_thread", thread), ("tables.outbox", "64")],
         );
         let db = dir.path(&format!("{name}.db"));
-        run_ok(&[
-            "--log",
-            "warn",
-            "replay",
-            pcap.to_str().unwrap(),
-            "-c",
-            cfg.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ]);
+        replay_ok(&pcap, &cfg, &db);
         assert!(count(&db, "flows") > 20_000, "{name}: too few flows");
         assert!(count(&db, "alerts") > 0 && count(&db, "verdicts") > 0);
         dumps.push(dump(&db));

@@ -63,6 +63,20 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// `phantomnet --log warn replay PCAP -c CFG --db DB`, panicking with its stderr if it fails.
+pub fn replay_ok(pcap: &Path, cfg: &Path, db: &Path) -> Output {
+    run_ok(&[
+        "--log",
+        "warn",
+        "replay",
+        pcap.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ])
+}
+
 /// Parses an EVE file into JSON values.
 pub fn read_eve(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
