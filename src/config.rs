@@ -172,7 +172,8 @@ pub struct DetectionConfig {
     /// Watch ARP for changed IP→MAC bindings.
     pub arp_watch: bool,
     /// Keep host state and judge host windows (features, forest, correlation) on a thread
-    /// of its own, beside the packet loop (false: on the loop).
+    /// of its own, beside the packet loop, where there is more than one CPU core (false: on
+    /// the loop).
     pub judge_thread: bool,
 }
 

@@ -893,7 +893,12 @@ impl Pipeline {
             learning: None,
         };
         let mut engine = build_engine(&cfg, det, false);
-        if cfg.detection.judge_thread {
+        // One core: the thread could only take turns with the loop, so judge on the loop.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cfg.detection.judge_thread && cores == 1 {
+            info!("one CPU core: hosts are judged on the packet loop ([detection] judge_thread)");
+        }
+        if cfg.detection.judge_thread && cores > 1 {
             match engine.start_judge_thread() {
                 Ok(()) => engine.set_judge_eager(mode == "live"),
                 Err(e) => {

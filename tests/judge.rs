@@ -157,3 +157,40 @@ fn an_engine_with_the_judge_thread_drops_cleanly_mid_capture() {
     out.flush(&mut e);
     drop(e);
 }
+
+/// With one CPU core the thread could only take turns with the loop: hosts are judged on the
+/// loop, and the log says so.
+#[test]
+fn one_core_judges_on_the_loop() {
+    let dir = TempDir::new("judge-one-core");
+    let db = dir.path("one.db");
+    let demo = repo().join("tests/data/demo.pcap");
+    let cfg = repo().join("config/phantomnet.toml");
+    let run = |cpus: &str| {
+        std::process::Command::new("taskset")
+            .args(["-c", cpus])
+            .arg(env!("CARGO_BIN_EXE_phantomnet"))
+            .args(["--log", "info", "replay"])
+            .arg(&demo)
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--db")
+            .arg(&db)
+            .output()
+    };
+    let Ok(one) = run("0") else {
+        eprintln!("skipped: no taskset here");
+        return;
+    };
+    assert!(one.status.success());
+    let log = String::from_utf8_lossy(&one.stderr);
+    assert!(
+        log.contains("one CPU core: hosts are judged on the packet loop"),
+        "{log}"
+    );
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let two = run("0,1").unwrap();
+        assert!(two.status.success());
+        assert!(!String::from_utf8_lossy(&two.stderr).contains("one CPU core"));
+    }
+}
