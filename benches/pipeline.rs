@@ -313,9 +313,11 @@ fn main() {
         None => println!("  (database written on the loop: part of store)"),
     }
     if engine.judge_threaded() {
+        let (spent, helped) = engine.judge_help();
         println!(
-            "  (host state, score and correlate on the judge thread; the loop waited {:.1} for it)",
-            engine.judge_waited().as_nanos() as f64 / frames
+            "  (host state, score and correlate on the judge thread; the loop spent {:.1} on its work,\n   applying {} batches itself when the thread was behind)",
+            spent.as_nanos() as f64 / frames,
+            helped
         );
     } else {
         println!("  (hosts judged on the loop: part of state, score and correlate)");

@@ -426,11 +426,13 @@ impl Engine {
         }
     }
 
-    /// Time the loop waited for the judge thread.
-    pub fn judge_waited(&self) -> std::time::Duration {
+    /// With the judge thread: the time the loop spent on its work (batches the loop applied
+    /// itself because the thread was behind, and the end-of-capture wait), and how many
+    /// batches that was.
+    pub fn judge_help(&self) -> (std::time::Duration, u64) {
         match &self.judge {
-            HostStage::Thread(t) => t.waited,
-            HostStage::Inline(_) => std::time::Duration::ZERO,
+            HostStage::Thread(t) => (t.waited, t.helped),
+            HostStage::Inline(_) => (std::time::Duration::ZERO, 0),
         }
     }
 

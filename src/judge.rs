@@ -13,11 +13,11 @@
 //! caches what the flow table and the rules needed. Taking host work off the loop cut the
 //! loop's CPU time by a third on the benchmark capture.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -472,31 +472,70 @@ struct Shared {
     results: Results,
 }
 
+impl Shared {
+    /// Applies one batch (whoever holds the state: the thread, or the loop helping it).
+    fn apply(&mut self, batch: &[HostEvent], pressing: &AtomicBool) {
+        self.judge.apply_all(batch, &mut self.results.sink());
+        if self.results.pressing() {
+            pressing.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Batches handed over and not yet applied, oldest first, and the emptied ones.
+struct Queue {
+    batches: VecDeque<Vec<HostEvent>>,
+    free: Vec<Vec<HostEvent>>,
+    /// The loop is gone: the thread ends once the queue is empty.
+    closed: bool,
+}
+
+/// The queue with the condition the thread sleeps on while it is empty.
+struct Handoff {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
 /// The loop's handle on the judge thread.
+///
+/// Two locks: the queue's, held only to move a batch in or out, and the state's, held while
+/// a batch is applied. Whoever applies takes the oldest queued batch while holding the
+/// state, so batches are applied in order whoever applies them. When every buffer is
+/// queued (the thread is behind), the loop does not wait idle for one: it applies the
+/// oldest batch itself.
 pub struct JudgeThread {
     batch: Vec<HostEvent>,
-    free: Vec<Vec<HostEvent>>,
-    to_thread: Option<SyncSender<Vec<HostEvent>>>,
-    from_thread: Receiver<Vec<HostEvent>>,
-    in_flight: usize,
+    handoff: Arc<Handoff>,
     shared: Arc<Mutex<Shared>>,
     pressing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     counts: HostCounts,
-    /// The thread has ended: events are applied on the loop.
-    gone: bool,
     /// Hand over a closed second at once (live capture): its verdicts are then ready by the
     /// next tick, as they would be judged on the loop. Off for replay, where a capture's
     /// sparse stretches would make as many small batches as seconds.
     pub eager_close: bool,
-    /// Time the loop waited for the thread (all batches queued, or `sync`).
+    /// Batches the loop applied itself because the thread was behind.
+    pub helped: u64,
+    /// Time the loop spent on the thread's work (applying batches it was behind on, or
+    /// waiting for its current batch at `sync`).
     pub waited: Duration,
 }
 
-fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // A panic on the thread aborts the process in release builds (panic = "abort"); in
-    // tests, keep what the state holds.
+/// Locks, keeping the data of a lock poisoned by a panic (tests; release builds abort).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Applies the oldest queued batch, if any, while holding `state`; returns its buffer to
+/// the free list. False when the queue was empty.
+fn apply_oldest(handoff: &Handoff, state: &mut Shared, pressing: &AtomicBool) -> bool {
+    let Some(mut b) = lock(&handoff.queue).batches.pop_front() else {
+        return false;
+    };
+    state.apply(&b, pressing);
+    b.clear();
+    lock(&handoff.queue).free.push(b);
+    true
 }
 
 impl JudgeThread {
@@ -523,27 +562,34 @@ impl JudgeThread {
             results,
         }));
         let pressing = Arc::new(AtomicBool::new(false));
-        let (to_thread, jobs) = sync_channel::<Vec<HostEvent>>(BUFFERS);
-        let (done, from_thread) = sync_channel::<Vec<HostEvent>>(BUFFERS);
-        let (sh, pr) = (Arc::clone(&shared), Arc::clone(&pressing));
+        let handoff = Arc::new(Handoff {
+            queue: Mutex::new(Queue {
+                batches: VecDeque::with_capacity(BUFFERS),
+                free: (1..BUFFERS).map(|_| Vec::with_capacity(BATCH)).collect(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        let (sh, pr, ho) = (
+            Arc::clone(&shared),
+            Arc::clone(&pressing),
+            Arc::clone(&handoff),
+        );
         let spawned = std::thread::Builder::new()
             .name("pn-judge".into())
             .stack_size(STACK)
-            .spawn(move || {
-                while let Ok(mut batch) = jobs.recv() {
-                    {
-                        let mut g = lock(&sh);
-                        let Shared { judge, results } = &mut *g;
-                        judge.apply_all(&batch, &mut results.sink());
-                        if results.pressing() {
-                            pr.store(true, Ordering::Relaxed);
-                        }
+            .spawn(move || loop {
+                {
+                    let mut q = lock(&ho.queue);
+                    while q.batches.is_empty() && !q.closed {
+                        q = ho.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
                     }
-                    batch.clear();
-                    if done.send(batch).is_err() {
-                        break;
+                    if q.batches.is_empty() {
+                        return;
                     }
                 }
+                // The loop may have applied it meanwhile; then wait for the next.
+                apply_oldest(&ho, &mut lock(&sh), &pr);
             });
         let thread = match spawned {
             Ok(t) => t,
@@ -560,16 +606,13 @@ impl JudgeThread {
         };
         Ok(JudgeThread {
             batch: Vec::with_capacity(BATCH),
-            free: (1..BUFFERS).map(|_| Vec::with_capacity(BATCH)).collect(),
-            to_thread: Some(to_thread),
-            from_thread,
-            in_flight: 0,
+            handoff,
             shared,
             pressing,
             thread: Some(thread),
             counts,
-            gone: false,
             eager_close: false,
+            helped: 0,
             waited: Duration::ZERO,
         })
     }
@@ -583,90 +626,54 @@ impl JudgeThread {
         }
     }
 
-    /// Hands the batch being filled to the thread (if it holds anything), waiting for a
-    /// free buffer only when all of them are queued.
+    /// Queues the batch being filled (if it holds anything) for the thread. When every
+    /// buffer is queued already, the loop applies the oldest batch itself first.
     pub fn hand_over(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        if self.gone {
-            self.apply_here();
-            return;
-        }
-        while let Ok(b) = self.from_thread.try_recv() {
-            self.in_flight -= 1;
-            self.free.push(b);
-        }
-        let next = match self.free.pop() {
-            Some(b) => b,
-            None => {
-                let t = Instant::now();
-                let back = self.from_thread.recv();
-                self.waited += t.elapsed();
-                match back {
-                    Ok(b) => {
-                        self.in_flight -= 1;
-                        b
-                    }
-                    Err(_) => {
-                        self.thread_gone();
-                        self.apply_here();
-                        return;
-                    }
-                }
+        loop {
+            let mut q = lock(&self.handoff.queue);
+            if let Some(next) = q.free.pop() {
+                let full = std::mem::replace(&mut self.batch, next);
+                q.batches.push_back(full);
+                drop(q);
+                self.handoff.ready.notify_one();
+                return;
             }
-        };
-        let full = std::mem::replace(&mut self.batch, next);
-        match self.to_thread.as_ref().map(|t| t.send(full)) {
-            Some(Ok(())) => self.in_flight += 1,
-            Some(Err(std::sync::mpsc::SendError(full))) => {
-                self.batch = full;
-                self.thread_gone();
-                self.apply_here();
+            drop(q);
+            if self.helped == 0 || self.helped.is_power_of_two() {
+                self.check_thread();
             }
-            None => {}
+            let t = Instant::now();
+            let mut state = lock(&self.shared);
+            if apply_oldest(&self.handoff, &mut state, &self.pressing) {
+                self.helped += 1;
+            }
+            drop(state);
+            self.waited += t.elapsed();
         }
     }
 
-    /// The thread ended (it can only panic out of its loop, and release builds abort on a
-    /// panic): from now on the loop applies the events itself, under the same lock.
-    fn thread_gone(&mut self) {
-        if !self.gone {
-            log::error!(
-                "the host judge thread has ended; judging on the packet loop from now on \
-                 (events handed to it since its last batch are lost)"
-            );
+    /// Logs once if the thread has ended (it can only panic, and release builds abort on a
+    /// panic): the loop then applies every batch itself, as it does when the thread is behind.
+    fn check_thread(&mut self) {
+        if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            self.thread = None;
+            log::error!("the host judge thread has ended; hosts are judged on the packet loop");
         }
-        self.gone = true;
-        self.to_thread = None;
-        self.in_flight = 0;
     }
 
-    fn apply_here(&mut self) {
-        let mut g = lock(&self.shared);
-        let Shared { judge, results } = &mut *g;
-        judge.apply_all(&self.batch, &mut results.sink());
-        if results.pressing() {
-            self.pressing.store(true, Ordering::Relaxed);
-        }
-        self.batch.clear();
-    }
-
-    /// Hands over what is gathered; with `wait`, returns only once the thread has applied
-    /// every event handed to it.
+    /// Hands over what is gathered; with `wait`, returns only once every event handed over
+    /// is applied (the loop applies what the thread has not started on).
     pub fn sync(&mut self, wait: bool) {
         self.hand_over();
         if wait {
             let t = Instant::now();
-            while self.in_flight > 0 {
-                match self.from_thread.recv() {
-                    Ok(b) => {
-                        self.in_flight -= 1;
-                        self.free.push(b);
-                    }
-                    Err(_) => self.thread_gone(),
-                }
-            }
+            // Holding the state, the thread is not in the middle of a batch.
+            let mut state = lock(&self.shared);
+            while apply_oldest(&self.handoff, &mut state, &self.pressing) {}
+            drop(state);
             self.waited += t.elapsed();
         }
     }
@@ -717,7 +724,8 @@ impl JudgeThread {
 
 impl Drop for JudgeThread {
     fn drop(&mut self) {
-        self.to_thread = None;
+        lock(&self.handoff.queue).closed = true;
+        self.handoff.ready.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -748,5 +756,133 @@ impl HostStage {
             HostStage::Inline(j) => f(j),
             HostStage::Thread(t) => t.with_judge(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Packets among 300 senders and 40 receivers (a 64-host table keeps evicting), a
+    /// signature hit now and then, and a closed second every 1000 events.
+    fn events(n: usize) -> Vec<HostEvent> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let addr = |i: u64| {
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..16].copy_from_slice(&(0x0a00_0000u32 + i as u32).to_be_bytes());
+            a
+        };
+        let mut evs = Vec::with_capacity(n + n / 100);
+        for i in 0..n {
+            let ts = 1_000_000_000 + i as i64 * 1000;
+            if i > 0 && i % 1000 == 0 {
+                evs.push(HostEvent::Close {
+                    sec: ts / 1_000_000 - 1,
+                    started: None,
+                });
+            }
+            let r = next();
+            evs.push(HostEvent::Packet(PacketEv {
+                ts,
+                src: addr(r % 300),
+                dst: addr(1000 + (r >> 20) % 40),
+                wire_len: 60 + (r >> 40) as u32 % 1400,
+                dns_entropy: 0.0,
+                dst_port: (r >> 8) as u16,
+                dns_len: 0,
+                proto: IPPROTO_TCP,
+                flags: SRC
+                    | DST
+                    | if r % 3 == 0 {
+                        NEW_TO_SERVER | SYN_ONLY
+                    } else {
+                        0
+                    },
+            }));
+            if r % 7 == 0 {
+                evs.push(HostEvent::SrcSignature {
+                    rule: (r % 5) as u32,
+                    priority: 1,
+                });
+            }
+        }
+        evs
+    }
+
+    fn judge() -> Judge {
+        Judge::new(
+            HostTable::new(64, 60_000_000, 7),
+            VerdictConfig::default(),
+            false,
+        )
+    }
+
+    type Out = (Vec<VerdictRec>, Vec<(Micros, [u64; 4])>, u64, [u64; 4]);
+
+    fn sink<'a>(o: &'a mut Out, st: &'a mut Stats, s: &'a mut Vec<SampleRec>) -> Sink<'a> {
+        Sink {
+            verdicts: &mut o.0,
+            windows: &mut o.1,
+            samples: s,
+            stats: st,
+        }
+    }
+
+    /// The thread is held up while the loop hands over more batches than there are
+    /// buffers, so the loop must apply some itself: the results are those of applying every
+    /// event in order.
+    #[test]
+    fn batches_apply_in_order_when_the_loop_helps() {
+        let evs = events(12 * BATCH);
+        let cap = 100_000;
+        let new_out = || -> Out { (Vec::with_capacity(cap), Vec::with_capacity(cap), 0, [0; 4]) };
+        let mut samples = Vec::new();
+
+        let mut inline = new_out();
+        let mut st = Stats::default();
+        let mut j = judge();
+        j.apply_all(&evs, &mut sink(&mut inline, &mut st, &mut samples));
+        inline.2 = st.windows;
+        inline.3 = st.verdicts;
+        let inline_counts = j.counts();
+
+        let Ok(mut t) = JudgeThread::start(Box::new(judge()), cap, false) else {
+            panic!("no thread")
+        };
+        let shared = Arc::clone(&t.shared);
+        let (held, hold) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let g = lock(&shared);
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(g);
+        });
+        hold.recv().unwrap();
+        for ev in &evs {
+            t.push(*ev);
+        }
+        t.sync(true);
+        holder.join().unwrap();
+        let mut threaded = new_out();
+        let mut st = Stats::default();
+        t.collect(&mut sink(&mut threaded, &mut st, &mut samples));
+        threaded.2 = st.windows;
+        threaded.3 = st.verdicts;
+
+        assert!(t.helped > 0, "the loop never applied a batch itself");
+        assert!(
+            inline.0.len() > 10 && inline.1.len() > 5,
+            "too little judged"
+        );
+        assert_eq!(threaded, inline);
+        assert_eq!(t.counts(), inline_counts);
     }
 }
