@@ -2006,7 +2006,17 @@ mod tests {
             i64::MAX,
             i64::MIN,
             i64::MIN + 1,
-        ] {
+        ]
+        .into_iter()
+        // Every length, at its edges (10^k - 1, 10^k, 10^k + 1, both signs), and a stretch
+        // of small numbers where the two-digit steps meet the last digit.
+        .chain((1..19).flat_map(|k| {
+            let p = 10i64.pow(k);
+            [p - 1, p, p + 1, -(p - 1), -p, -(p + 1)]
+        }))
+        .chain(-1000..=12_345)
+        .chain([u32::MAX as i64, 4_294_967_294, 167_772_161])
+        {
             out.clear();
             super::push_int(&mut out, v);
             assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
