@@ -836,6 +836,11 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_event_fits_a_cache_line() {
+        assert!(std::mem::size_of::<HostEvent>() <= 64);
+    }
+
     /// The thread is held up while the loop hands over more batches than there are
     /// buffers, so the loop must apply some itself: the results are those of applying every
     /// event in order.
