@@ -333,31 +333,6 @@ fn text(b: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
     rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(b))
 }
 
-/// Appends `v` in decimal.
-#[inline]
-fn push_int(out: &mut Vec<u8>, v: i64) {
-    // Most columns of a flood's flows are single digits (packets, reply counts, durations).
-    if (0..10).contains(&v) {
-        out.push(b'0' + v as u8);
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Appends `"s"`. Only for texts made here (addresses, protocol and reason names), which
 /// hold nothing JSON would have to escape.
 fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -382,12 +357,145 @@ fn chunk_flow_id0(chunk: &[FlowRow]) -> Option<i64> {
     chunk.iter().all(in_bounds).then_some(first.flow_id as i64)
 }
 
-/// Appends an address element: IPv4 as its 32-bit integer, IPv6 as canonical text.
-fn push_addr(out: &mut Vec<u8>, addr: IpAddr, ip: &mut IpText) {
-    match addr {
-        IpAddr::V4(v4) => push_int(out, i64::from(u32::from(v4))),
-        IpAddr::V6(_) => push_json_str(out, ip.set_bytes(addr)),
+/// Decimal texts of 0..=99, two bytes each.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// Bytes staged on the stack before they are appended to a chunk's text: a flow's row is a
+/// dozen numbers of a few digits, and appending each one to the `Vec` (a capacity check and
+/// a `memcpy` call per number) cost more than formatting it.
+struct Staged<'a> {
+    out: &'a mut Vec<u8>,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'a> Staged<'a> {
+    /// Longest number: a sign and 19 digits.
+    const INT_MAX: usize = 20;
+
+    fn new(out: &'a mut Vec<u8>) -> Staged<'a> {
+        Staged {
+            out,
+            buf: [0; 256],
+            len: 0,
+        }
     }
+
+    /// Appends what is staged to the text.
+    fn flush(&mut self) {
+        self.out.extend_from_slice(&self.buf[..self.len]);
+        self.len = 0;
+    }
+
+    #[inline]
+    fn room(&mut self, n: usize) {
+        if self.len + n > self.buf.len() {
+            self.flush();
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.room(1);
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// `v` in decimal. Most numbers of a flood's flows are single digits (packets, reply
+    /// counts, codes): those take one store.
+    #[inline(always)]
+    fn int(&mut self, v: i64) {
+        if (0..10).contains(&v) {
+            self.byte(b'0' + v as u8);
+        } else {
+            self.long_int(v);
+        }
+    }
+
+    /// `v` in decimal, written back to front two digits at a time into its exact width; in
+    /// 32-bit arithmetic when it fits (ports, IPv4 addresses, sizes).
+    #[inline(never)]
+    fn long_int(&mut self, v: i64) {
+        self.room(Self::INT_MAX);
+        if v < 0 {
+            self.buf[self.len] = b'-';
+            self.len += 1;
+        }
+        let n = v.unsigned_abs();
+        let start = self.len;
+        let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let end = start + digits;
+        let out = &mut self.buf[start..end];
+        match u32::try_from(n) {
+            Ok(n) => two_digits_back(out, n, |n| (n % 100) as usize, |n| n / 100),
+            Err(_) => two_digits_back(out, n, |n| (n % 100) as usize, |n| n / 100),
+        }
+        self.len = end;
+    }
+
+    /// `"s"`, under the same terms as [`push_json_str`].
+    fn json_str(&mut self, s: &[u8]) {
+        if s.len() + 2 > self.buf.len() {
+            self.flush();
+            push_json_str(self.out, s);
+            return;
+        }
+        self.room(s.len() + 2);
+        self.buf[self.len] = b'"';
+        self.buf[self.len + 1..self.len + 1 + s.len()].copy_from_slice(s);
+        self.buf[self.len + 1 + s.len()] = b'"';
+        self.len += s.len() + 2;
+    }
+
+    /// An address element: IPv4 as its 32-bit integer, IPv6 as canonical text.
+    #[inline]
+    fn addr(&mut self, addr: IpAddr, ip: &mut IpText) {
+        match addr {
+            IpAddr::V4(v4) => self.int(i64::from(u32::from(v4))),
+            IpAddr::V6(_) => self.json_str(ip.set_bytes(addr)),
+        }
+    }
+}
+
+/// Writes `n` in decimal into the whole of `out` (exactly its width), last digits first.
+#[inline(always)]
+fn two_digits_back<T: Copy + PartialOrd + From<u8>>(
+    out: &mut [u8],
+    mut n: T,
+    rem100: impl Fn(T) -> usize,
+    div100: impl Fn(T) -> T,
+) {
+    let mut i = out.len();
+    while n >= T::from(100) {
+        let d = rem100(n) * 2;
+        n = div100(n);
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    let d = rem100(n);
+    if d >= 10 {
+        out[i - 2..i].copy_from_slice(&DIGIT_PAIRS[d * 2..d * 2 + 2]);
+    } else {
+        out[i - 1] = b'0' + d as u8;
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The code of a flow's end reason (its index in [`REASONS`]). The engine's reasons are
+/// these very constants, so their addresses usually decide without comparing bytes.
+#[inline]
+fn reason_code(reason: &str) -> Option<usize> {
+    REASONS
+        .iter()
+        .position(|&r| std::ptr::eq(r, reason))
+        .or_else(|| REASONS.iter().position(|&r| r == reason))
 }
 
 /// Appends flow `j` of a chunk as the JSON array the `flows` view reads
@@ -397,36 +505,36 @@ fn push_addr(out: &mut Vec<u8>, addr: IpAddr, ip: &mut IpText) {
 /// schema v3 and 112 with absolute times before that. By hand: through serde this cost more
 /// than SQLite's copy.
 fn push_flow_json(
-    out: &mut Vec<u8>,
+    out: &mut Staged<'_>,
     t0: Micros,
     flow_id0: Option<i64>,
     j: usize,
     f: &FlowRow,
     ip: &mut IpText,
 ) {
-    out.push(b'[');
+    out.byte(b'[');
     let id = f.flow_id as i64;
     // In bounds (chunk_flow_id0), so neither operation can overflow.
-    push_int(out, flow_id0.map_or(id, |base| id - (base + j as i64)));
-    out.push(b',');
-    push_int(out, f.start.saturating_sub(t0));
-    out.push(b',');
-    push_addr(out, f.src, ip);
-    out.push(b',');
-    push_int(out, i64::from(f.src_port));
-    out.push(b',');
-    push_addr(out, f.dst, ip);
-    out.push(b',');
-    push_int(out, i64::from(f.dst_port));
-    out.push(b',');
+    out.int(flow_id0.map_or(id, |base| id - (base + j as i64)));
+    out.byte(b',');
+    out.int(f.start.saturating_sub(t0));
+    out.byte(b',');
+    out.addr(f.src, ip);
+    out.byte(b',');
+    out.int(i64::from(f.src_port));
+    out.byte(b',');
+    out.addr(f.dst, ip);
+    out.byte(b',');
+    out.int(i64::from(f.dst_port));
+    out.byte(b',');
     match proto_name(f.proto) {
-        "OTHER" => push_json_str(out, b"OTHER"),
-        _ => push_int(out, i64::from(f.proto)),
+        "OTHER" => out.json_str(b"OTHER"),
+        _ => out.int(i64::from(f.proto)),
     }
-    out.push(b',');
-    match REASONS.iter().position(|&r| r == f.reason) {
-        Some(code) => push_int(out, code as i64),
-        None => push_json_str(out, f.reason.as_bytes()),
+    out.byte(b',');
+    match reason_code(f.reason) {
+        Some(code) => out.int(code as i64),
+        None => out.json_str(f.reason.as_bytes()),
     }
     let tail = [
         to_i64(f.pkts_to_server),
@@ -438,10 +546,10 @@ fn push_flow_json(
     ];
     let keep = tail.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
     for &v in &tail[..keep] {
-        out.push(b',');
-        push_int(out, v);
+        out.byte(b',');
+        out.int(v);
     }
-    out.push(b']');
+    out.byte(b']');
 }
 
 const INSERT_WINDOWS: &str =
@@ -1340,18 +1448,21 @@ impl Tick<'_> {
         for chunk in rows.chunks(FLOWS_PER_CHUNK) {
             let json = &mut s.chunk_json;
             json.clear();
-            json.push(b'[');
             let t0 = chunk.iter().map(|f| f.start).min().unwrap_or(0);
             let flow_id0 = chunk_flow_id0(chunk);
             let mut end = Micros::MIN;
-            for (i, f) in chunk.iter().enumerate() {
-                if i > 0 {
-                    json.push(b',');
+            {
+                let mut out = Staged::new(json);
+                out.byte(b'[');
+                for (i, f) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        out.byte(b',');
+                    }
+                    push_flow_json(&mut out, t0, flow_id0, i, f, &mut s.ip_a);
+                    end = end.max(f.end);
                 }
-                push_flow_json(json, t0, flow_id0, i, f, &mut s.ip_a);
-                end = end.max(f.end);
+                out.byte(b']');
             }
-            json.push(b']');
             s.conn
                 .prepare_cached(INSERT_FLOW_CHUNK)
                 .and_then(|mut st| {
@@ -1989,8 +2100,9 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     #[test]
-    fn push_int_writes_what_display_writes() {
+    fn staged_ints_are_what_display_writes() {
         let mut out = Vec::new();
+        let mut all = Vec::new();
         for v in [
             0i64,
             1,
@@ -2018,9 +2130,44 @@ mod tests {
         .chain([u32::MAX as i64, 4_294_967_294, 167_772_161])
         {
             out.clear();
-            super::push_int(&mut out, v);
+            super::Staged::new(&mut out).int(v);
             assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
+            all.push(v);
         }
+        // All of them through one staging buffer, which fills and is appended many times.
+        out.clear();
+        let mut st = super::Staged::new(&mut out);
+        for (i, &v) in all.iter().enumerate() {
+            if i > 0 {
+                st.byte(b',');
+            }
+            st.int(v);
+            if i % 1000 == 0 {
+                st.json_str(b"OTHER");
+            }
+        }
+        drop(st);
+        let want: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if i % 1000 == 0 {
+                    format!("{v}\"OTHER\"")
+                } else {
+                    v.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), want.join(","));
+        // A text longer than the buffer goes straight to the output, in order.
+        out.clear();
+        let long = vec![b'x'; 300];
+        let mut st = super::Staged::new(&mut out);
+        st.int(7);
+        st.json_str(&long);
+        st.int(8);
+        drop(st);
+        assert_eq!(out, [&b"7\""[..], &long[..], &b"\"8"[..]].concat());
     }
 
     #[test]
@@ -2101,7 +2248,14 @@ mod flow_encoding_tests {
 
     fn element(t0: Micros, flow_id0: Option<i64>, j: usize, f: &FlowRow) -> String {
         let mut out = Vec::new();
-        push_flow_json(&mut out, t0, flow_id0, j, f, &mut IpText::new());
+        push_flow_json(
+            &mut Staged::new(&mut out),
+            t0,
+            flow_id0,
+            j,
+            f,
+            &mut IpText::new(),
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -2295,7 +2449,8 @@ mod flow_encoding_tests {
                 if j > 0 {
                     want.push(b',');
                 }
-                push_flow_json(&mut want, *t0, *flow_id0, j, f, &mut ip);
+                // A row at a time: the staging buffer's own flushes are not under test here.
+                push_flow_json(&mut Staged::new(&mut want), *t0, *flow_id0, j, f, &mut ip);
             }
             want.push(b']');
             assert_eq!(rows.as_bytes(), &want[..]);
