@@ -53,6 +53,10 @@ pub struct LruTable<K: TableKey, V> {
     /// Per class: entries last seen at or before this are expired but not yet removed
     /// (expiry deferred; see [`LruTable::set_stale`]). `i64::MIN` when nothing is pending.
     stale: [i64; MAX_CLASSES],
+    /// One more than the highest class ever used: [`LruTable::oldest`] looks at these
+    /// lists only (the host table has one; it asks for its oldest entry on every packet
+    /// of a flood).
+    classes: usize,
 }
 
 /// Why [`LruTable::find_or_insert_ending`] ended an entry.
@@ -189,6 +193,7 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
             cap: capacity,
             seed,
             stale: [i64::MIN; MAX_CLASSES],
+            classes: 0,
         }
     }
 
@@ -399,6 +404,7 @@ impl<K: TableKey, V> LruTable<K, V> {
         let su = s as usize;
         let c = class as usize;
         let head = self.head[c];
+        self.classes = self.classes.max(c + 1);
         let m = &mut self.meta[su];
         m.class = class;
         m.prev = NIL;
@@ -438,7 +444,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// The least recently seen entry over all classes.
     fn oldest(&self) -> Option<Slot> {
         let mut best: Option<(Slot, i64)> = None;
-        for &t in &self.tail {
+        for &t in self.tail.get(..self.classes).unwrap_or(&self.tail) {
             if t == NIL {
                 continue;
             }
