@@ -2259,6 +2259,56 @@ mod flow_encoding_tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// One staging buffer over many rows (as a chunk is written: the buffer fills and is
+    /// appended mid-row) writes what a fresh one per row does.
+    #[test]
+    fn a_chunk_staged_at_once_equals_its_rows_staged_one_by_one() {
+        let addrs = [
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 9)),
+            IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let flows: Vec<FlowRow> = (0..3000u64)
+            .map(|i| {
+                let mut f = udp_flood_flow(i + 7, 1_000_000 + (next() % 5_000_000) as i64);
+                f.src = match next() % 4 {
+                    0 => IpAddr::V4(Ipv4Addr::from(next() as u32)),
+                    _ => addrs[(next() % addrs.len() as u64) as usize],
+                };
+                f.dst = addrs[(next() % addrs.len() as u64) as usize];
+                f.pkts_to_server = next() % 1000;
+                f.bytes_to_server = next() % 10_000_000;
+                f.end = f.start + (next() % 100_000) as i64;
+                f
+            })
+            .collect();
+        let (t0, id0) = (1_000_000, Some(7));
+        let mut at_once = Vec::new();
+        let mut ip = IpText::new();
+        {
+            let mut st = Staged::new(&mut at_once);
+            for (j, f) in flows.iter().enumerate() {
+                push_flow_json(&mut st, t0, id0, j, f, &mut ip);
+            }
+        }
+        let one_by_one: String = flows
+            .iter()
+            .enumerate()
+            .map(|(j, f)| element(t0, id0, j, f))
+            .collect();
+        assert_eq!(String::from_utf8(at_once).unwrap(), one_by_one);
+    }
+
     /// The format the view decodes, element by element (flow_columns_sql's table).
     #[test]
     fn a_flood_flow_is_a_short_array_of_small_integers() {
