@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use phantomnet::capture::pcap::MAX_RECORD;
+use phantomnet::capture::pcap::{ReadMode, MAX_RECORD};
 use phantomnet::capture::{
     CaptureError, FrameSource, LiveOptions, LiveSource, Next, PcapReader, PcapWriter,
 };
@@ -61,10 +61,30 @@ struct Got {
     wire_len: u32,
 }
 
-/// Reads a whole file: the frames, then how it ended (Ok = clean End).
+/// Reads a whole file: the frames, then how it ended (Ok = clean End). The file is read
+/// twice, through the read-ahead buffer and memory-mapped, and both must give the same
+/// frames and the same end, error message included.
 fn read_all(path: &Path) -> (Vec<Got>, Result<(), CaptureError>) {
+    let (frames, end) = read_all_with(path, ReadMode::Buffered);
+    let (mapped, mapped_end) = read_all_with(path, ReadMode::Mapped);
+    assert_eq!(
+        mapped,
+        frames,
+        "{}: mapped and buffered frames differ",
+        path.display()
+    );
+    assert_eq!(
+        mapped_end.as_ref().map_err(ToString::to_string),
+        end.as_ref().map_err(ToString::to_string),
+        "{}: mapped and buffered ends differ",
+        path.display()
+    );
+    (frames, end)
+}
+
+fn read_all_with(path: &Path, mode: ReadMode) -> (Vec<Got>, Result<(), CaptureError>) {
     let mut frames = Vec::new();
-    let mut r = match PcapReader::open(path) {
+    let mut r = match PcapReader::open_with(path, mode) {
         Ok(r) => r,
         Err(e) => return (frames, Err(e)),
     };
@@ -993,22 +1013,32 @@ fn shared_captures_read_to_the_end_with_independent_counts() {
         if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
             continue;
         }
-        let mut r = PcapReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let (mut frames, mut bytes, mut first, mut last) = (0u64, 0u64, None, 0i64);
-        loop {
-            match r.next_frame() {
-                Ok(Next::Frame(f)) => {
-                    frames += 1;
-                    bytes += f.data.len() as u64;
-                    assert!(f.wire_len as usize >= f.data.len());
-                    first.get_or_insert(f.ts);
-                    last = f.ts;
+        // Both ways of reading a file: through the read-ahead buffer and memory-mapped.
+        let mut counts = Vec::new();
+        for mode in [ReadMode::Buffered, ReadMode::Mapped] {
+            let mut r = PcapReader::open_with(&path, mode).unwrap_or_else(|e| panic!("{e}"));
+            let (mut frames, mut bytes, mut first, mut last) = (0u64, 0u64, None, 0i64);
+            loop {
+                match r.next_frame() {
+                    Ok(Next::Frame(f)) => {
+                        frames += 1;
+                        bytes += f.data.len() as u64;
+                        assert!(f.wire_len as usize >= f.data.len());
+                        first.get_or_insert(f.ts);
+                        last = f.ts;
+                    }
+                    Ok(Next::End) => break,
+                    Ok(Next::Idle(_)) => panic!("{name}: Idle from a file"),
+                    Err(e) => panic!("{e}"),
                 }
-                Ok(Next::End) => break,
-                Ok(Next::Idle(_)) => panic!("{name}: Idle from a file"),
-                Err(e) => panic!("{e}"),
             }
+            counts.push((frames, bytes, first, last));
         }
+        assert_eq!(
+            counts[0], counts[1],
+            "{name}: buffered and mapped reads differ"
+        );
+        let (frames, bytes, first, last) = counts[0];
         eprintln!("{name}: {frames} frames, {bytes} captured bytes");
         match SHARED.iter().find(|s| s.0 == name) {
             Some(&(_, n, b, t0, t1)) => {

@@ -11,7 +11,7 @@ pub mod pcap;
 pub mod ring;
 
 pub use live::{KernelCounts, LiveOptions, LiveSource};
-pub use pcap::{PcapReader, PcapWriter};
+pub use pcap::{PcapReader, PcapWriter, ReadMode};
 pub use ring::RingSource;
 
 /// Opens a capture file (pcap or pcapng, found by its magic number) as a frame source.

@@ -5,9 +5,11 @@
 //!
 //! Everything decided per file (format, byte order, link type, resolution) is decided once,
 //! when the file header, section header or interface description is read — never per
-//! record. The reader owns a `BufReader` and one record buffer allocated at open; frames
-//! borrow that buffer, so memory does not depend on the file size. Every error names the
-//! file and the byte offset of the record (or header) at fault.
+//! record. The reader maps a regular file of 1 MiB or more into memory (releasing the pages
+//! behind it every 256 KiB) or else owns a `BufReader`, plus one record buffer allocated at
+//! open; frames borrow the mapping or those buffers, so memory does not depend on the file
+//! size (docs/DECISIONS.md, "Fourth `unsafe` exception"). Every error names the file and the
+//! byte offset of the record (or header) at fault.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -128,10 +130,191 @@ fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+/// How a capture file's bytes reach the reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Mapped into memory when it is a regular file of at least `MAP_MIN` bytes (records
+    /// are lent straight from the page cache, no copy), read through a buffer otherwise.
+    Auto,
+    /// Always through the 128 KiB read-ahead buffer (`read` system calls).
+    Buffered,
+    /// Mapped whenever the file is a regular, non-empty file.
+    Mapped,
+}
+
+/// Files smaller than this are read through the buffer: mapping them gains nothing.
+const MAP_MIN: u64 = 1 << 20;
+
+/// How far a mapping's consumed pages may run ahead of what was released: behind the reader,
+/// pages are dropped from the process every 256 KiB (they stay in the page cache), so a mapped
+/// file of any size adds at most this much to the resident set.
+const MAP_RELEASE_STEP: usize = 256 << 10;
+
+/// The bytes of a capture: a read-ahead buffer over the file, or the whole file mapped.
+/// The same four operations as `BufRead` (`buffer`, `consume`, `fill_buf`, `read`).
+enum Src {
+    Buffered(BufReader<File>),
+    Mapped {
+        map: map::Mapping,
+        /// Offset of the next unconsumed byte.
+        pos: usize,
+        /// Everything below this offset has been released from the process.
+        released: usize,
+    },
+}
+
+impl Src {
+    /// What is available without another read (the rest of the file when mapped).
+    #[inline]
+    fn buffer(&self) -> &[u8] {
+        match self {
+            Src::Buffered(rd) => rd.buffer(),
+            Src::Mapped { map, pos, .. } => map.bytes().get(*pos..).unwrap_or(&[]),
+        }
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        match self {
+            Src::Buffered(rd) => rd.consume(n),
+            Src::Mapped { map, pos, released } => {
+                *pos = (*pos + n).min(map.len());
+                if *pos - *released >= MAP_RELEASE_STEP {
+                    *released = map.release(*released, *pos);
+                }
+            }
+        }
+    }
+
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Src::Buffered(rd) => rd.fill_buf(),
+            Src::Mapped { .. } => Ok(self.buffer()),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Src::Buffered(rd) => rd.read(buf),
+            Src::Mapped { .. } => {
+                let avail = self.buffer();
+                let n = avail.len().min(buf.len());
+                buf[..n].copy_from_slice(&avail[..n]);
+                self.consume(n);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// The one piece of unsafe code of the file reader: a read-only private mapping of a capture
+/// file, and releasing the pages already read.
+#[allow(unsafe_code)]
+mod map {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::ptr::NonNull;
+
+    pub struct Mapping {
+        ptr: NonNull<u8>,
+        len: usize,
+        /// The kernel's page size (4 KiB on x86_64, 4 or 16 KiB on a Pi): release offsets
+        /// are multiples of it.
+        page: usize,
+    }
+
+    // SAFETY: the mapping is read-only and owned by one `Mapping`; nothing in it is shared
+    // mutable state of this process.
+    unsafe impl Send for Mapping {}
+
+    impl Mapping {
+        /// Maps `len` bytes of `file` (its size, checked by the caller to be non-zero).
+        pub fn new(file: &File, len: usize) -> io::Result<Mapping> {
+            // SAFETY: a fresh read-only private mapping chosen by the kernel; the pointer is
+            // checked before use and the mapping outlives every slice lent from it (they
+            // borrow the `Mapping`).
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+            // SAFETY: advice on our own mapping; failure is harmless (only slower).
+            unsafe {
+                libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_SEQUENTIAL);
+            }
+            // SAFETY: sysconf reads a constant of the running kernel.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .unwrap_or(4096);
+            Ok(Mapping { ptr, len, page })
+        }
+
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// The mapped file. Another process rewriting the file while it is read changes
+        /// these bytes (they are parsed as untrusted input either way); one truncating it
+        /// ends the process with SIGBUS, as for any reader of a mapped file.
+        #[inline]
+        pub fn bytes(&self) -> &[u8] {
+            // SAFETY: `ptr` is a live mapping of `len` readable bytes until `drop`, and the
+            // slice borrows `self`.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        }
+
+        /// Drops the pages from `from` (page-aligned, an earlier result) to below `pos` from
+        /// the process (they stay in the page cache and are faulted back in if read again);
+        /// returns the new release mark.
+        pub fn release(&self, from: usize, pos: usize) -> usize {
+            let upto = (pos & !(self.page - 1)).min(self.len);
+            if upto <= from {
+                return from;
+            }
+            // SAFETY: MADV_DONTNEED on a private read-only file mapping only discards page
+            // table entries of the range, which lies inside the mapping; no slice into it is
+            // alive (the reader has consumed it, and frames borrow the reader until the next
+            // read).
+            let rc = unsafe {
+                libc::madvise(
+                    self.ptr.as_ptr().add(from).cast(),
+                    upto - from,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc == 0 {
+                upto
+            } else {
+                from
+            }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly what `new` mapped; no borrow of it outlives `self`.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            }
+        }
+    }
+}
+
 /// The file being read and how far we are into it.
 struct Input {
     path: String,
-    rd: BufReader<File>,
+    rd: Src,
     /// Offset of the next unread byte.
     offset: u64,
 }
@@ -232,6 +415,35 @@ impl Input {
             offset,
         }
     }
+}
+
+/// Maps the file when `mode` asks for it and it is a regular file big enough; otherwise (a
+/// pipe, a device, an empty or small file, or a kernel that refuses) the read-ahead buffer.
+fn open_src(file: File, mode: ReadMode, path: &str) -> Result<Src, CaptureError> {
+    let meta = file.metadata().map_err(|source| CaptureError::Open {
+        path: path.to_string(),
+        source,
+    })?;
+    let min = match mode {
+        ReadMode::Buffered => u64::MAX,
+        ReadMode::Auto => MAP_MIN,
+        ReadMode::Mapped => 1,
+    };
+    if meta.is_file() && meta.len() >= min {
+        if let Ok(len) = usize::try_from(meta.len()) {
+            match map::Mapping::new(&file, len) {
+                Ok(map) => {
+                    return Ok(Src::Mapped {
+                        map,
+                        pos: 0,
+                        released: 0,
+                    })
+                }
+                Err(e) => log::debug!("{path}: not mapped ({e}); reading it through a buffer"),
+            }
+        }
+    }
+    Ok(Src::Buffered(BufReader::with_capacity(READ_AHEAD, file)))
 }
 
 /// Classic pcap parameters, fixed by the file header.
@@ -358,14 +570,19 @@ impl PcapReader {
     /// Opens a capture and reads its file header (classic) or first section header
     /// (pcapng). The format is found by the magic number, not by the file name.
     pub fn open(path: &Path) -> Result<PcapReader, CaptureError> {
+        Self::open_with(path, ReadMode::Auto)
+    }
+
+    /// `open`, choosing how the bytes are read (the tests read every file both ways).
+    pub fn open_with(path: &Path, mode: ReadMode) -> Result<PcapReader, CaptureError> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|source| CaptureError::Open {
             path: name.clone(),
             source,
         })?;
         let mut input = Input {
+            rd: open_src(file, mode, &name)?,
             path: name,
-            rd: BufReader::with_capacity(READ_AHEAD, file),
             offset: 0,
         };
         let buf = vec![0u8; MAX_RECORD + OPTIONS_ROOM];
