@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::capture::{self, CaptureError, FrameSource, Next};
 use crate::config::{Config, ConfigError};
@@ -1031,8 +1031,13 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
             break;
         }
     }
+    let read = t.elapsed().as_secs_f64();
     p.finish();
     let secs = t.elapsed().as_secs_f64();
+    debug!(
+        "replay: captures read in {read:.3} s, the last second closed and everything stored in {:.3} s more",
+        secs - read
+    );
     let s = &p.engine.stats;
     info!(
         "replayed {} frames in {:.3} s ({:.0} frames/s); {} alerts; verdicts: {} warning, {} high, {} critical; {} decode errors",
