@@ -333,15 +333,6 @@ fn text(b: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
     rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(b))
 }
 
-/// Appends `"s"`. Only for texts made here (addresses, protocol and reason names), which
-/// hold nothing JSON would have to escape.
-fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
-    debug_assert!(!s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
-    out.push(b'"');
-    out.extend_from_slice(s);
-    out.push(b'"');
-}
-
 /// The reasons a flow ends with, stored as their index ([`reason_sql`] maps them back).
 const REASONS: [&str; 4] = ["timeout", "closed", "evicted", "shutdown"];
 
@@ -367,18 +358,15 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 /// a `memcpy` call per number) cost more than formatting it.
 struct Staged<'a> {
     out: &'a mut Vec<u8>,
-    buf: [u8; 256],
+    buf: [u8; 512],
     len: usize,
 }
 
 impl<'a> Staged<'a> {
-    /// Longest number: a sign and 19 digits.
-    const INT_MAX: usize = 20;
-
     fn new(out: &'a mut Vec<u8>) -> Staged<'a> {
         Staged {
             out,
-            buf: [0; 256],
+            buf: [0; 512],
             len: 0,
         }
     }
@@ -403,6 +391,59 @@ impl<'a> Staged<'a> {
         self.len += 1;
     }
 
+    /// A cursor over room reserved for the next `bound` bytes (at most the buffer's 512), so
+    /// the bytes and numbers of a flow's row (~13 of them) need no room check each. What
+    /// the cursor wrote counts as staged when it is dropped.
+    #[inline(always)]
+    fn row(&mut self, bound: usize) -> Row<'_> {
+        debug_assert!(bound <= self.buf.len());
+        self.room(bound);
+        let at = self.len;
+        Row {
+            buf: &mut self.buf,
+            len: &mut self.len,
+            at,
+        }
+    }
+
+    /// `"s"`, of any length (a text longer than the buffer goes straight to the output).
+    /// Only for texts made here, under the terms of [`Row::str`].
+    fn text(&mut self, s: &[u8]) {
+        if s.len() + 2 > self.buf.len() {
+            debug_assert!(!s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+            self.flush();
+            self.out.push(b'"');
+            self.out.extend_from_slice(s);
+            self.out.push(b'"');
+        } else {
+            self.row(s.len() + 2).str(s);
+        }
+    }
+}
+
+/// A cursor over room reserved in the staging buffer ([`Staged::row`]): writes index the
+/// buffer directly (in bounds by the reservation; a wrong bound panics, never overflows).
+struct Row<'b> {
+    buf: &'b mut [u8; 512],
+    /// The staging buffer's length, set from `at` on drop.
+    len: &'b mut usize,
+    at: usize,
+}
+
+impl Drop for Row<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.len = self.at;
+    }
+}
+
+impl Row<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+
     /// `v` in decimal. Most numbers of a flood's flows are single digits (packets, reply
     /// counts, codes): those take one store.
     #[inline(always)]
@@ -414,71 +455,151 @@ impl<'a> Staged<'a> {
         }
     }
 
-    /// `v` in decimal, written back to front two digits at a time into its exact width; in
-    /// 32-bit arithmetic when it fits (ports, IPv4 addresses, sizes).
-    #[inline(never)]
+    /// `v` in decimal, written back to front into its exact width: four digits a step (two
+    /// pairs from a table, computed side by side), in 32-bit arithmetic when it fits (ports,
+    /// IPv4 addresses, sizes, time offsets). Half of the writer thread's instructions went
+    /// here when each step was one pair, the width came from `ilog10` and every number was
+    /// a call.
+    #[inline(always)]
     fn long_int(&mut self, v: i64) {
-        self.room(Self::INT_MAX);
         if v < 0 {
-            self.buf[self.len] = b'-';
-            self.len += 1;
+            self.byte(b'-');
         }
         let n = v.unsigned_abs();
-        let start = self.len;
-        let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
-        let end = start + digits;
-        let out = &mut self.buf[start..end];
+        let at = self.at;
         match u32::try_from(n) {
-            Ok(n) => two_digits_back(out, n, |n| (n % 100) as usize, |n| n / 100),
-            Err(_) => two_digits_back(out, n, |n| (n % 100) as usize, |n| n / 100),
+            Ok(n) if n < 100_000_000 => {
+                // Up to 8 digits: all eight at once, leading zeros shifted out, stored as
+                // one word (the bytes past the number are in the reserved room, and later
+                // writes or the length leave them out).
+                let d = digits_u32(n);
+                let text = eight_digits(n) >> (8 * (8 - d));
+                self.buf[at..at + 8].copy_from_slice(&text.to_le_bytes());
+                self.at = at + d;
+            }
+            Ok(n) => {
+                // 9 or 10 digits (IPv4 addresses): the first one or two, then eight.
+                let top = (n / 100_000_000) as usize;
+                let mut i = at;
+                if top >= 10 {
+                    self.buf[i..i + 2].copy_from_slice(&pair(top));
+                    i += 2;
+                } else {
+                    self.buf[i] = b'0' + top as u8;
+                    i += 1;
+                }
+                let text = eight_digits(n % 100_000_000);
+                self.buf[i..i + 8].copy_from_slice(&text.to_le_bytes());
+                self.at = i + 8;
+            }
+            Err(_) => {
+                let d = digits_u64(n);
+                four_digits_back(&mut self.buf[at..at + d], n);
+                self.at = at + d;
+            }
         }
-        self.len = end;
     }
 
-    /// `"s"`, under the same terms as [`push_json_str`].
-    fn json_str(&mut self, s: &[u8]) {
-        if s.len() + 2 > self.buf.len() {
-            self.flush();
-            push_json_str(self.out, s);
-            return;
-        }
-        self.room(s.len() + 2);
-        self.buf[self.len] = b'"';
-        self.buf[self.len + 1..self.len + 1 + s.len()].copy_from_slice(s);
-        self.buf[self.len + 1 + s.len()] = b'"';
-        self.len += s.len() + 2;
+    /// `"s"`. Only for texts made here (addresses, protocol and reason names), which hold
+    /// nothing JSON would have to escape.
+    #[inline(always)]
+    fn str(&mut self, s: &[u8]) {
+        debug_assert!(!s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+        self.byte(b'"');
+        self.buf[self.at..self.at + s.len()].copy_from_slice(s);
+        self.at += s.len();
+        self.byte(b'"');
     }
 
     /// An address element: IPv4 as its 32-bit integer, IPv6 as canonical text.
-    #[inline]
+    #[inline(always)]
     fn addr(&mut self, addr: IpAddr, ip: &mut IpText) {
         match addr {
             IpAddr::V4(v4) => self.int(i64::from(u32::from(v4))),
-            IpAddr::V6(_) => self.json_str(ip.set_bytes(addr)),
+            IpAddr::V6(_) => self.str(ip.set_bytes(addr)),
         }
     }
 }
 
-/// Writes `n` in decimal into the whole of `out` (exactly its width), last digits first.
-#[inline(always)]
-fn two_digits_back<T: Copy + PartialOrd + From<u8>>(
-    out: &mut [u8],
-    mut n: T,
-    rem100: impl Fn(T) -> usize,
-    div100: impl Fn(T) -> T,
-) {
-    let mut i = out.len();
-    while n >= T::from(100) {
-        let d = rem100(n) * 2;
-        n = div100(n);
-        i -= 2;
-        out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+/// Powers of ten that fit a `u64`, for digit counts.
+const POW10: [u64; 20] = {
+    let mut p = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        p[i] = p[i - 1] * 10;
+        i += 1;
     }
-    let d = rem100(n);
-    if d >= 10 {
-        out[i - 2..i].copy_from_slice(&DIGIT_PAIRS[d * 2..d * 2 + 2]);
-    } else {
-        out[i - 1] = b'0' + d as u8;
+    p
+};
+
+/// Decimal digits of `n` (1 for 0): the bit length times log10(2) (1233 / 4096) is the
+/// count or one less, and one comparison decides.
+#[inline(always)]
+fn digits_u32(n: u32) -> usize {
+    let bits = 32 - (n | 1).leading_zeros();
+    let t = ((bits * 1233) >> 12) as usize;
+    t + usize::from(u64::from(n) >= POW10[t])
+}
+
+#[inline(always)]
+fn digits_u64(n: u64) -> usize {
+    let bits = 64 - (n | 1).leading_zeros();
+    let t = ((bits * 1233) >> 12) as usize;
+    // t <= 19 (bits <= 64); 10^19 is the largest power a u64 holds.
+    t + usize::from(POW10.get(t).is_some_and(|&p| n >= p))
+}
+
+/// The eight decimal digits of `n` (below 10^8, with leading zeros) as ASCII, the first
+/// digit in the lowest byte: the halves, pairs and digits are split side by side in the
+/// lanes of one 64-bit word (multiplying by 10486 / 2^20 divides a lane below 10^4 by 100,
+/// by 103 / 2^10 one below 100 by 10; the tests check every value below 10^6 and a sweep).
+#[inline(always)]
+fn eight_digits(n: u32) -> u64 {
+    let n = u64::from(n);
+    // 32-bit lanes: the first four digits, then the last four.
+    let halves = (n / 10_000) | ((n % 10_000) << 32);
+    let hundreds = ((halves * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let pairs = ((halves - hundreds * 100) << 16) | hundreds;
+    // 16-bit lanes: four pairs, first first.
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    let digits = ((pairs - tens * 10) << 8) | tens;
+    digits + 0x3030_3030_3030_3030
+}
+
+/// The two text bytes of `d` (0..=99).
+#[inline(always)]
+fn pair(d: usize) -> [u8; 2] {
+    let i = d * 2;
+    [DIGIT_PAIRS[i], DIGIT_PAIRS[i + 1]]
+}
+
+/// Writes `n` in decimal into the whole of `out` (exactly its width, at least 1), last
+/// digits first, four at a time: the two pairs of each step do not wait on each other.
+#[inline(always)]
+fn four_digits_back<T>(out: &mut [u8], mut n: T)
+where
+    T: Copy + PartialOrd + From<u16> + std::ops::Div<Output = T> + std::ops::Rem<Output = T>,
+    usize: TryFrom<T>,
+{
+    let small = |x: T| usize::try_from(x).unwrap_or(0);
+    let mut i = out.len();
+    while n >= T::from(10_000) && i >= 4 {
+        let r = small(n % T::from(10_000));
+        n = n / T::from(10_000);
+        i -= 4;
+        out[i..i + 2].copy_from_slice(&pair(r / 100));
+        out[i + 2..i + 4].copy_from_slice(&pair(r % 100));
+    }
+    let mut r = small(n);
+    if r >= 100 && i >= 2 {
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&pair(r % 100));
+        r /= 100;
+    }
+    if r >= 10 && i >= 2 {
+        out[i - 2..i].copy_from_slice(&pair(r));
+    } else if i >= 1 {
+        out[i - 1] = b'0' + r as u8;
     }
 }
 
@@ -512,30 +633,42 @@ fn push_flow_json(
     f: &FlowRow,
     ip: &mut IpText,
 ) {
-    out.byte(b'[');
+    // Up to the reason: a bracket, 6 numbers of at most 20 bytes and their commas, the
+    // protocol's number or "OTHER", and two addresses, an IPv6 text taking at most 41.
+    let mut row = out.row(1 + 6 * 21 + 8 + 2 * 42);
+    row.byte(b'[');
     let id = f.flow_id as i64;
     // In bounds (chunk_flow_id0), so neither operation can overflow.
-    out.int(flow_id0.map_or(id, |base| id - (base + j as i64)));
-    out.byte(b',');
-    out.int(f.start.saturating_sub(t0));
-    out.byte(b',');
-    out.addr(f.src, ip);
-    out.byte(b',');
-    out.int(i64::from(f.src_port));
-    out.byte(b',');
-    out.addr(f.dst, ip);
-    out.byte(b',');
-    out.int(i64::from(f.dst_port));
-    out.byte(b',');
+    row.int(flow_id0.map_or(id, |base| id - (base + j as i64)));
+    row.byte(b',');
+    row.int(f.start.saturating_sub(t0));
+    row.byte(b',');
+    row.addr(f.src, ip);
+    row.byte(b',');
+    row.int(i64::from(f.src_port));
+    row.byte(b',');
+    row.addr(f.dst, ip);
+    row.byte(b',');
+    row.int(i64::from(f.dst_port));
+    row.byte(b',');
     match proto_name(f.proto) {
-        "OTHER" => out.json_str(b"OTHER"),
-        _ => out.int(i64::from(f.proto)),
+        "OTHER" => row.str(b"OTHER"),
+        _ => row.int(i64::from(f.proto)),
     }
-    out.byte(b',');
+    row.byte(b',');
+    // The reason: its code, or (never from the engine) its text, of any length.
     match reason_code(f.reason) {
-        Some(code) => out.int(code as i64),
-        None => out.json_str(f.reason.as_bytes()),
+        Some(code) => {
+            row.int(code as i64);
+            drop(row);
+        }
+        None => {
+            drop(row);
+            out.text(f.reason.as_bytes());
+        }
     }
+    // The rest: 6 numbers with their commas, and the bracket.
+    let mut row = out.row(6 * 21 + 1);
     let tail = [
         to_i64(f.pkts_to_server),
         to_i64(f.bytes_to_server),
@@ -546,10 +679,10 @@ fn push_flow_json(
     ];
     let keep = tail.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
     for &v in &tail[..keep] {
-        out.byte(b',');
-        out.int(v);
+        row.byte(b',');
+        row.int(v);
     }
-    out.byte(b']');
+    row.byte(b']');
 }
 
 const INSERT_WINDOWS: &str =
@@ -2130,9 +2263,34 @@ mod tests {
         .chain([u32::MAX as i64, 4_294_967_294, 167_772_161])
         {
             out.clear();
-            super::Staged::new(&mut out).int(v);
+            super::Staged::new(&mut out).row(20).int(v);
             assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
             all.push(v);
+        }
+        // Every number below 10^6 and the edges of the eight-digit step.
+        for v in (0..1_000_000)
+            .chain(99_999_990..100_000_010)
+            .chain(4_294_967_200..=4_294_967_295)
+        {
+            out.clear();
+            super::Staged::new(&mut out).row(20).int(v);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
+        }
+        // A sweep of random magnitudes: every width of u32 and i64, both signs.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x >> (x % 64)) as i64;
+            let v = if x & (1 << 20) != 0 {
+                v.wrapping_neg()
+            } else {
+                v
+            };
+            out.clear();
+            super::Staged::new(&mut out).row(20).int(v);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), v.to_string());
         }
         // All of them through one staging buffer, which fills and is appended many times.
         out.clear();
@@ -2141,9 +2299,9 @@ mod tests {
             if i > 0 {
                 st.byte(b',');
             }
-            st.int(v);
+            st.row(20).int(v);
             if i % 1000 == 0 {
-                st.json_str(b"OTHER");
+                st.text(b"OTHER");
             }
         }
         drop(st);
@@ -2161,13 +2319,33 @@ mod tests {
         assert_eq!(std::str::from_utf8(&out).unwrap(), want.join(","));
         // A text longer than the buffer goes straight to the output, in order.
         out.clear();
-        let long = vec![b'x'; 300];
+        let long = vec![b'x'; 600];
         let mut st = super::Staged::new(&mut out);
-        st.int(7);
-        st.json_str(&long);
-        st.int(8);
+        st.row(20).int(7);
+        st.row(20).int(-12_345);
+        st.text(&long);
+        st.row(20).int(i64::MIN);
+        st.text(b"y");
         drop(st);
-        assert_eq!(out, [&b"7\""[..], &long[..], &b"\"8"[..]].concat());
+        let want = format!("7-12345\"{}\"{}\"y\"", "x".repeat(600), i64::MIN);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+    }
+
+    #[test]
+    fn eight_digits_are_what_display_writes() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for i in 0..1_000_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = match i % 4 {
+                0 => i,
+                1 => 99_999_999 - i,
+                _ => (x % 100_000_000) as u32,
+            };
+            let text = super::eight_digits(n).to_le_bytes();
+            assert_eq!(std::str::from_utf8(&text).unwrap(), format!("{n:08}"));
+        }
     }
 
     #[test]
@@ -2307,6 +2485,103 @@ mod flow_encoding_tests {
             .map(|(j, f)| element(t0, id0, j, f))
             .collect();
         assert_eq!(String::from_utf8(at_once).unwrap(), one_by_one);
+    }
+
+    /// Rows at every extreme (longest IPv6 texts on both ends, unnamed protocols, an end
+    /// reason of unknown length beyond the staging buffer, the largest counters) are what
+    /// `Display` writes, through one staging buffer.
+    #[test]
+    fn rows_at_the_extremes_match_an_independent_formatter() {
+        let long_reason: &'static str = Box::leak("r".repeat(700).into_boxed_str());
+        let v6 = IpAddr::V6(Ipv6Addr::new(
+            0xffff, 0xfffe, 0xfffd, 0xfffc, 0xfffb, 0xfffa, 0xfff9, 0xfff8,
+        ));
+        assert_eq!(v6.to_string().len(), 39);
+        let addrs = [
+            v6,
+            IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 1)),
+        ];
+        let reasons = ["timeout", "closed", "evicted", "shutdown", "x", long_reason];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (t0, id0) = (1_000_000, Some(7i64));
+        let mut flows = Vec::new();
+        for i in 0..2000u64 {
+            let mut f = udp_flood_flow(7 + i, t0 + (next() >> (next() % 64)) as i64 / 2);
+            f.src = addrs[(next() % 4) as usize];
+            f.dst = addrs[(next() % 4) as usize];
+            f.src_port = next() as u16;
+            f.dst_port = next() as u16;
+            f.proto = next() as u8;
+            f.reason = reasons[(next() % 6) as usize];
+            f.pkts_to_server = next() >> (next() % 64);
+            f.bytes_to_server = u64::MAX >> (next() % 64);
+            f.pkts_to_client = next() >> (next() % 64);
+            f.bytes_to_client = if i % 7 == 0 { 0 } else { next() };
+            f.tcp_flags = next() as u8;
+            f.end = f.start.saturating_add((next() >> (next() % 64)) as i64 / 2);
+            flows.push(f);
+        }
+        let expected = |j: usize, f: &FlowRow| {
+            let addr = |a: IpAddr| match a {
+                IpAddr::V4(v4) => u32::from(v4).to_string(),
+                IpAddr::V6(_) => format!("\"{a}\""),
+            };
+            let proto = match proto_name(f.proto) {
+                "OTHER" => "\"OTHER\"".to_string(),
+                _ => f.proto.to_string(),
+            };
+            let reason = match REASONS.iter().position(|&r| r == f.reason) {
+                Some(code) => code.to_string(),
+                None => format!("\"{}\"", f.reason),
+            };
+            let tail = [
+                to_i64(f.pkts_to_server),
+                to_i64(f.bytes_to_server),
+                i64::from(f.tcp_flags),
+                f.end - f.start,
+                to_i64(f.pkts_to_client),
+                to_i64(f.bytes_to_client),
+            ];
+            let keep = tail.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
+            let mut e = format!(
+                "[{},{},{},{},{},{},{},{}",
+                f.flow_id as i64 - (7 + j as i64),
+                f.start - t0,
+                addr(f.src),
+                f.src_port,
+                addr(f.dst),
+                f.dst_port,
+                proto,
+                reason
+            );
+            for v in &tail[..keep] {
+                e.push_str(&format!(",{v}"));
+            }
+            e.push(']');
+            e
+        };
+        let mut out = Vec::new();
+        let mut ip = IpText::new();
+        {
+            let mut st = Staged::new(&mut out);
+            for (j, f) in flows.iter().enumerate() {
+                push_flow_json(&mut st, t0, id0, j, f, &mut ip);
+            }
+        }
+        let want: String = flows
+            .iter()
+            .enumerate()
+            .map(|(j, f)| expected(j, f))
+            .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
     /// The format the view decodes, element by element (flow_columns_sql's table).
