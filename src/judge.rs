@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -493,7 +493,10 @@ struct Queue {
 /// The queue with the condition the thread sleeps on while it is empty.
 struct Handoff {
     queue: Mutex<Queue>,
+    /// A batch was queued (the thread waits on it).
     ready: Condvar,
+    /// A buffer was freed (the loop waits on it while the thread is in the middle of a batch).
+    freed: Condvar,
 }
 
 /// The loop's handle on the judge thread.
@@ -501,8 +504,12 @@ struct Handoff {
 /// Two locks: the queue's, held only to move a batch in or out, and the state's, held while
 /// a batch is applied. Whoever applies takes the oldest queued batch while holding the
 /// state, so batches are applied in order whoever applies them. When every buffer is
-/// queued (the thread is behind), the loop does not wait idle for one: it applies the
-/// oldest batch itself.
+/// queued (the thread is behind) and the thread is not in the middle of a batch (it waits
+/// for a core), the loop does not wait idle for one: it applies the oldest batch itself.
+/// When the thread is at work, the loop waits for the buffer that batch frees instead of
+/// for the state: taking the state after the thread would leave the thread waiting for
+/// the loop in turn, the two applying batches one after the other instead of the loop
+/// reading frames meanwhile.
 pub struct JudgeThread {
     batch: Vec<HostEvent>,
     handoff: Arc<Handoff>,
@@ -535,6 +542,7 @@ fn apply_oldest(handoff: &Handoff, state: &mut Shared, pressing: &AtomicBool) ->
     state.apply(&b, pressing);
     b.clear();
     lock(&handoff.queue).free.push(b);
+    handoff.freed.notify_one();
     true
 }
 
@@ -569,6 +577,7 @@ impl JudgeThread {
                 closed: false,
             }),
             ready: Condvar::new(),
+            freed: Condvar::new(),
         });
         let (sh, pr, ho) = (
             Arc::clone(&shared),
@@ -585,6 +594,7 @@ impl JudgeThread {
                         q = ho.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
                     }
                     if q.batches.is_empty() {
+                        crate::stats::log_thread_times();
                         return;
                     }
                 }
@@ -646,11 +656,25 @@ impl JudgeThread {
                 self.check_thread();
             }
             let t = Instant::now();
-            let mut state = lock(&self.shared);
-            if apply_oldest(&self.handoff, &mut state, &self.pressing) {
-                self.helped += 1;
+            let state = match self.shared.try_lock() {
+                Ok(state) => Some(state),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut state) = state {
+                if apply_oldest(&self.handoff, &mut state, &self.pressing) {
+                    self.helped += 1;
+                }
+            } else {
+                // The thread is applying a batch: its buffer comes back when it is done. The
+                // timeout only bounds the wait should the thread have ended meanwhile.
+                let q = lock(&self.handoff.queue);
+                let _q = self
+                    .handoff
+                    .freed
+                    .wait_timeout_while(q, Duration::from_millis(50), |q| q.free.is_empty())
+                    .unwrap_or_else(PoisonError::into_inner);
             }
-            drop(state);
             self.waited += t.elapsed();
         }
     }

@@ -194,6 +194,34 @@ impl Stats {
     }
 }
 
+/// Logs (at debug level, as a thread ends its work) how long the calling thread ran on a
+/// core and how long it was runnable but waiting for one, from the kernel's
+/// `/proc/thread-self/schedstat`: on two cores, whether the packet loop is held up by its
+/// own work or by the helper threads taking its core. Nothing is read unless debug logging
+/// is on; where the file is missing (not Linux, no schedstats) nothing is logged.
+pub fn log_thread_times() {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/schedstat") else {
+        return;
+    };
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+    if let (Some(Ok(run)), Some(Ok(wait)), Some(Ok(slices))) =
+        (fields.next(), fields.next(), fields.next())
+    {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("packet loop")
+            .to_string();
+        log::debug!(
+            "{name}: {:.0} ms on a core, {:.0} ms runnable and waiting for one, {slices} time slices",
+            run as f64 / 1e6,
+            wait as f64 / 1e6
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,7 @@ impl Writer {
                 if let Some(t) = ck_thread {
                     let _ = t.join();
                 }
+                crate::stats::log_thread_times();
             })?;
         Ok(Writer {
             to_writer: Some(to_writer),
@@ -245,6 +246,7 @@ fn start_checkpointer(
                     }
                 }
             }
+            crate::stats::log_thread_times();
         })?;
     Ok((nudge, thread))
 }
