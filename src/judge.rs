@@ -587,19 +587,22 @@ impl JudgeThread {
         let spawned = std::thread::Builder::new()
             .name("pn-judge".into())
             .stack_size(STACK)
-            .spawn(move || loop {
-                {
-                    let mut q = lock(&ho.queue);
-                    while q.batches.is_empty() && !q.closed {
-                        q = ho.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+            .spawn(move || {
+                crate::sched::batch_this_thread_or_log();
+                loop {
+                    {
+                        let mut q = lock(&ho.queue);
+                        while q.batches.is_empty() && !q.closed {
+                            q = ho.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if q.batches.is_empty() {
+                            crate::stats::log_thread_times();
+                            return;
+                        }
                     }
-                    if q.batches.is_empty() {
-                        crate::stats::log_thread_times();
-                        return;
-                    }
+                    // The loop may have applied it meanwhile; then wait for the next.
+                    apply_oldest(&ho, &mut lock(&sh), &pr);
                 }
-                // The loop may have applied it meanwhile; then wait for the next.
-                apply_oldest(&ho, &mut lock(&sh), &pr);
             });
         let thread = match spawned {
             Ok(t) => t,

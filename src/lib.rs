@@ -24,6 +24,7 @@ pub mod prefetch;
 pub mod privdrop;
 pub mod rules;
 pub mod runtime;
+pub mod sched;
 pub mod serve;
 pub mod stats;
 pub mod store;
