@@ -2227,6 +2227,15 @@ impl std::fmt::Write for IpText {
     }
 }
 
+/// One xorshift64 step: repeatable pseudo-random inputs for the tests.
+#[cfg(test)]
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 #[cfg(test)]
 mod tests {
     use super::IpText;
@@ -2279,9 +2288,7 @@ mod tests {
         // A sweep of random magnitudes: every width of u32 and i64, both signs.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = super::xorshift(&mut x);
             let v = (x >> (x % 64)) as i64;
             let v = if x & (1 << 20) != 0 {
                 v.wrapping_neg()
@@ -2335,9 +2342,7 @@ mod tests {
     fn eight_digits_are_what_display_writes() {
         let mut x: u64 = 0x1234_5678_9abc_def1;
         for i in 0..1_000_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = super::xorshift(&mut x);
             let n = match i % 4 {
                 0 => i,
                 1 => 99_999_999 - i,
@@ -2450,12 +2455,7 @@ mod flow_encoding_tests {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = || super::xorshift(&mut x);
         let flows: Vec<FlowRow> = (0..3000u64)
             .map(|i| {
                 let mut f = udp_flood_flow(i + 7, 1_000_000 + (next() % 5_000_000) as i64);
@@ -2505,12 +2505,7 @@ mod flow_encoding_tests {
         ];
         let reasons = ["timeout", "closed", "evicted", "shutdown", "x", long_reason];
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = || super::xorshift(&mut x);
         let (t0, id0) = (1_000_000, Some(7i64));
         let mut flows = Vec::new();
         for i in 0..2000u64 {
