@@ -2442,6 +2442,19 @@ mod flow_encoding_tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The rows of `flows` staged through one buffer, as a chunk is written.
+    fn staged_at_once(t0: Micros, flow_id0: Option<i64>, flows: &[FlowRow]) -> String {
+        let mut out = Vec::new();
+        let mut ip = IpText::new();
+        {
+            let mut st = Staged::new(&mut out);
+            for (j, f) in flows.iter().enumerate() {
+                push_flow_json(&mut st, t0, flow_id0, j, f, &mut ip);
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
     /// One staging buffer over many rows (as a chunk is written: the buffer fills and is
     /// appended mid-row) writes what a fresh one per row does.
     #[test]
@@ -2471,20 +2484,13 @@ mod flow_encoding_tests {
             })
             .collect();
         let (t0, id0) = (1_000_000, Some(7));
-        let mut at_once = Vec::new();
-        let mut ip = IpText::new();
-        {
-            let mut st = Staged::new(&mut at_once);
-            for (j, f) in flows.iter().enumerate() {
-                push_flow_json(&mut st, t0, id0, j, f, &mut ip);
-            }
-        }
+        let at_once = staged_at_once(t0, id0, &flows);
         let one_by_one: String = flows
             .iter()
             .enumerate()
             .map(|(j, f)| element(t0, id0, j, f))
             .collect();
-        assert_eq!(String::from_utf8(at_once).unwrap(), one_by_one);
+        assert_eq!(at_once, one_by_one);
     }
 
     /// Rows at every extreme (longest IPv6 texts on both ends, unnamed protocols, an end
@@ -2563,20 +2569,13 @@ mod flow_encoding_tests {
             e.push(']');
             e
         };
-        let mut out = Vec::new();
-        let mut ip = IpText::new();
-        {
-            let mut st = Staged::new(&mut out);
-            for (j, f) in flows.iter().enumerate() {
-                push_flow_json(&mut st, t0, id0, j, f, &mut ip);
-            }
-        }
+        let out = staged_at_once(t0, id0, &flows);
         let want: String = flows
             .iter()
             .enumerate()
             .map(|(j, f)| expected(j, f))
             .collect();
-        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert_eq!(out, want);
     }
 
     /// The format the view decodes, element by element (flow_columns_sql's table).
