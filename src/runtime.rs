@@ -1119,6 +1119,7 @@ pub fn run_live(
     }
     info!("stopping: flushing pending results");
     p.finish();
+    crate::stats::log_thread_times();
     Ok(p)
 }
 

@@ -210,8 +210,10 @@ pub fn log_thread_times() {
     if let (Some(Ok(run)), Some(Ok(wait)), Some(Ok(slices))) =
         (fields.next(), fields.next(), fields.next())
     {
+        // The packet loop runs on the process's main thread.
         let name = std::thread::current()
             .name()
+            .filter(|n| *n != "main")
             .unwrap_or("packet loop")
             .to_string();
         log::debug!(
