@@ -11,10 +11,10 @@
 //!
 //! Checkpoints are handed to a second thread with a connection of its own
 //! (`pn-checkpoint`): the writer's commits only append to the WAL, and once the WAL holds
-//! [`CHECKPOINT_FRAMES`] pages the writer nudges the checkpointer, which copies them into
-//! the database file and fsyncs while the writer goes on. Should the WAL still reach
-//! [`BACKSTOP_FRAMES`] (writes without pause), the writer checkpoints itself, as SQLite
-//! would have at every 1000 pages.
+//! [`CHECKPOINT_BYTES`] the writer nudges the checkpointer, which copies them into the
+//! database file and fsyncs while the writer goes on. Should the WAL still reach twice that
+//! (writes without pause), the writer checkpoints itself, as SQLite would have at every
+//! 1000 pages.
 //!
 //! Exactly one batch is in flight at a time. Batches travel back and forth, so in steady
 //! state no buffer is allocated. A batch whose write failed comes back unwritten, with the
@@ -30,15 +30,19 @@ use std::time::{Duration, Instant};
 
 use crate::store::{Batch, Checkpointer, Store};
 
-/// WAL pages after which the checkpointer is nudged: SQLite's own auto-checkpoint point
-/// (about 4 MB).
-pub const CHECKPOINT_FRAMES: i64 = 1000;
-/// WAL pages after which the writer checkpoints itself (about 8 MB). A checkpoint that runs
-/// while the writer appends copies all but the newest frames, and the WAL only starts over
-/// from its beginning once every frame is copied: under writes without pause the
-/// checkpointer never quite finishes, and this bounds the WAL. The writer's own checkpoint
-/// then has little left to copy.
-pub const BACKSTOP_FRAMES: i64 = 2 * CHECKPOINT_FRAMES;
+/// WAL bytes after which the checkpointer is nudged: SQLite's own auto-checkpoint point
+/// (1000 pages of its default 4 KiB), whatever the database's page size.
+pub const CHECKPOINT_BYTES: i64 = 4000 << 10;
+
+/// WAL pages after which the checkpointer is nudged, for pages of `page_size` bytes. Twice
+/// as many make the writer checkpoint itself (about 8 MB): a checkpoint that runs while the
+/// writer appends copies all but the newest frames, and the WAL only starts over from its
+/// beginning once every frame is copied, so under writes without pause the checkpointer
+/// never quite finishes, and this bounds the WAL. The writer's own checkpoint then has
+/// little left to copy.
+pub fn checkpoint_frames(page_size: i64) -> i64 {
+    (CHECKPOINT_BYTES / page_size.max(512)).max(16)
+}
 
 /// A batch back from the writer.
 #[derive(Debug)]
@@ -91,6 +95,7 @@ impl Writer {
                 None
             }
         };
+        let checkpoint_frames = checkpoint_frames(store.page_size().unwrap_or(4096));
         let thread = std::thread::Builder::new()
             .name("pn-writer".into())
             .stack_size(STACK)
@@ -125,7 +130,7 @@ impl Writer {
                         break;
                     }
                     let frames = store.wal_frames();
-                    if frames < CHECKPOINT_FRAMES {
+                    if frames < checkpoint_frames {
                         continue;
                     }
                     // A full queue means the checkpointer is at work and will see these
@@ -133,7 +138,7 @@ impl Writer {
                     if let Some(n) = &nudge {
                         let _ = n.try_send(());
                     }
-                    if nudge.is_none() || frames >= BACKSTOP_FRAMES {
+                    if nudge.is_none() || frames >= 2 * checkpoint_frames {
                         let _running = checkpointer.as_deref().map(lock);
                         if matches!(store.checkpoint(), Ok(true)) {
                             bs_count.fetch_add(1, Ordering::Relaxed);

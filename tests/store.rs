@@ -10,7 +10,8 @@ use phantomnet::eve::EveWriter;
 use phantomnet::events::{micros_to_secs, AlertRow, FlowRow, Level, VerdictRow};
 use phantomnet::intel::IntelSet;
 use phantomnet::store::{
-    Batch, MaxRows, Store, StoreError, StoreOptions, Table, APPLICATION_ID, SCHEMA_VERSION,
+    Batch, MaxRows, Store, StoreError, StoreOptions, Table, APPLICATION_ID, PAGE_SIZE,
+    SCHEMA_VERSION,
 };
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -284,6 +285,35 @@ fn opening_a_version_1_file_migrates_it_and_keeps_its_rows() {
     tick.window_counts(T0, [5, 1, 0, 0]).unwrap();
     tick.commit().unwrap();
     assert_eq!(store.verdict_counts(0.0).unwrap().safe, 5);
+}
+
+/// New files get the larger page; a file made with another page size keeps it (SQLite can
+/// only change it by rewriting the whole file), and the checkpoint point follows each in
+/// bytes.
+#[test]
+fn new_files_use_16_kib_pages_and_old_files_keep_theirs() {
+    use phantomnet::writer::{checkpoint_frames, CHECKPOINT_BYTES};
+    let dir = TempDir::new("page-size");
+    let fresh = Store::open(&dir.path("new.db"), &no_retention()).unwrap();
+    assert_eq!(fresh.page_size().unwrap(), PAGE_SIZE);
+    assert_eq!(PAGE_SIZE, 16 << 10);
+    let db = dir.path("old.db");
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.pragma_update(None, "page_size", 4096).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.execute_batch(V1_SCHEMA).unwrap();
+    }
+    let old = Store::open(&db, &no_retention()).unwrap();
+    assert_eq!(old.page_size().unwrap(), 4096);
+    assert_eq!(checkpoint_frames(4096), 1000);
+    assert_eq!(checkpoint_frames(PAGE_SIZE), 250);
+    let big = checkpoint_frames(65536) * 65536;
+    assert!(
+        big <= CHECKPOINT_BYTES && CHECKPOINT_BYTES - big < 65536,
+        "{big}"
+    );
 }
 
 #[test]

@@ -209,7 +209,7 @@ fn flow_row(n: u64) -> phantomnet::events::FlowRow {
 #[test]
 fn checkpoints_run_on_their_own_thread_and_keep_the_wal_small() {
     use phantomnet::store::{Batch, Store, StoreOptions};
-    use phantomnet::writer::{Writer, BACKSTOP_FRAMES};
+    use phantomnet::writer::{Writer, CHECKPOINT_BYTES};
     let dir = TempDir::new("writer-checkpoint");
     let db = dir.path("ck.db");
     let wal = dir.path("ck.db-wal");
@@ -239,8 +239,9 @@ fn checkpoints_run_on_their_own_thread_and_keep_the_wal_small() {
     }
     let (by_thread, backstops) = w.checkpoints();
     assert!(by_thread >= 1, "no checkpoint ran on the checkpoint thread");
-    // The backstop, plus the batch that crossed it (~1.1 MB of rows and their index pages).
-    let bound = (BACKSTOP_FRAMES as u64) * 4096 + (4 << 20);
+    // The backstop (twice the checkpoint point, whatever the page size), plus the batch that
+    // crossed it (~1.1 MB of rows and their index pages).
+    let bound = 2 * (CHECKPOINT_BYTES as u64) + (4 << 20);
     assert!(
         max_wal <= bound,
         "the WAL reached {max_wal} bytes (bound {bound}; {by_thread} checkpoints, {backstops} backstops)"
