@@ -369,25 +369,35 @@ type Layer = Result<(), DecodeError>;
 /// layer where decoding stopped early (a truncated or malformed header), with everything
 /// decoded above that layer kept. Unknown protocols are not errors: they end decoding with
 /// `L3::Other`/`L3::None` or an `ip_proto` without L4 details.
+///
+/// Inlined so the result is built in the caller's own variable: returned from a call, the
+/// 160-byte `PacketMeta` was copied once more on every frame (`memcpy`, ~1.5 % of the
+/// packet loop).
+#[inline(always)]
 pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> PacketMeta {
     let mut m = PacketMeta {
         wire_len,
         cap_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
         ..PacketMeta::default()
     };
+    decode_layers(link, frame, &mut m);
+    m
+}
+
+/// Fills `m` (fresh, lengths set) from the frame's layers.
+fn decode_layers(link: LinkType, frame: &[u8], m: &mut PacketMeta) {
     let res = match link {
-        LinkType::Ethernet => ethernet(&mut m, frame),
-        LinkType::LinuxSll => linux_sll(&mut m, frame),
-        LinkType::LinuxSll2 => linux_sll2(&mut m, frame),
-        LinkType::RawIp => raw_ip(&mut m, frame),
-        LinkType::Ipv4 => ipv4(&mut m, frame, 0),
-        LinkType::Ipv6 => ipv6(&mut m, frame, 0),
-        LinkType::Null => null_loopback(&mut m, frame),
+        LinkType::Ethernet => ethernet(m, frame),
+        LinkType::LinuxSll => linux_sll(m, frame),
+        LinkType::LinuxSll2 => linux_sll2(m, frame),
+        LinkType::RawIp => raw_ip(m, frame),
+        LinkType::Ipv4 => ipv4(m, frame, 0),
+        LinkType::Ipv6 => ipv6(m, frame, 0),
+        LinkType::Null => null_loopback(m, frame),
     };
     if let Err(e) = res {
         m.error = Some(e);
     }
-    m
 }
 
 /// Writes the DNS query name of `dns` (decoded from `frame`) in dotted text form into `out`
