@@ -488,6 +488,11 @@ struct Queue {
     free: Vec<Vec<HostEvent>>,
     /// The loop is gone: the thread ends once the queue is empty.
     closed: bool,
+    /// The thread is asleep on `ready`, and the loop waiting on `freed`: a notification is
+    /// sent only then. (std's `notify_one` is a `futex` system call even with nobody
+    /// waiting, and there is one per batch each way.)
+    thread_asleep: bool,
+    loop_waiting: bool,
 }
 
 /// The queue with the condition the thread sleeps on while it is empty.
@@ -541,8 +546,13 @@ fn apply_oldest(handoff: &Handoff, state: &mut Shared, pressing: &AtomicBool) ->
     };
     state.apply(&b, pressing);
     b.clear();
-    lock(&handoff.queue).free.push(b);
-    handoff.freed.notify_one();
+    let mut q = lock(&handoff.queue);
+    q.free.push(b);
+    let waiting = q.loop_waiting;
+    drop(q);
+    if waiting {
+        handoff.freed.notify_one();
+    }
     true
 }
 
@@ -575,6 +585,8 @@ impl JudgeThread {
                 batches: VecDeque::with_capacity(BUFFERS),
                 free: (1..BUFFERS).map(|_| Vec::with_capacity(BATCH)).collect(),
                 closed: false,
+                thread_asleep: false,
+                loop_waiting: false,
             }),
             ready: Condvar::new(),
             freed: Condvar::new(),
@@ -593,7 +605,9 @@ impl JudgeThread {
                     {
                         let mut q = lock(&ho.queue);
                         while q.batches.is_empty() && !q.closed {
+                            q.thread_asleep = true;
                             q = ho.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                            q.thread_asleep = false;
                         }
                         if q.batches.is_empty() {
                             crate::stats::log_thread_times();
@@ -650,8 +664,11 @@ impl JudgeThread {
             if let Some(next) = q.free.pop() {
                 let full = std::mem::replace(&mut self.batch, next);
                 q.batches.push_back(full);
+                let asleep = q.thread_asleep;
                 drop(q);
-                self.handoff.ready.notify_one();
+                if asleep {
+                    self.handoff.ready.notify_one();
+                }
                 return;
             }
             drop(q);
@@ -671,12 +688,14 @@ impl JudgeThread {
             } else {
                 // The thread is applying a batch: its buffer comes back when it is done. The
                 // timeout only bounds the wait should the thread have ended meanwhile.
-                let q = lock(&self.handoff.queue);
-                let _q = self
+                let mut q = lock(&self.handoff.queue);
+                q.loop_waiting = true;
+                let (mut q, _) = self
                     .handoff
                     .freed
                     .wait_timeout_while(q, Duration::from_millis(50), |q| q.free.is_empty())
                     .unwrap_or_else(PoisonError::into_inner);
+                q.loop_waiting = false;
             }
             self.waited += t.elapsed();
         }
@@ -866,6 +885,56 @@ mod tests {
     #[test]
     fn an_event_fits_a_cache_line() {
         assert!(std::mem::size_of::<HostEvent>() <= 64);
+    }
+
+    /// The thread is only notified while it sleeps: a batch handed over to a sleeping
+    /// thread must still wake it, every time (a lost wake-up would leave the batch queued
+    /// until the next one), and the loop never has to apply one itself.
+    #[test]
+    fn a_sleeping_thread_wakes_for_every_batch() {
+        let evs = events(6 * BATCH);
+        let cap = 100_000;
+        let Ok(mut t) = JudgeThread::start(Box::new(judge()), cap, false) else {
+            panic!("no thread")
+        };
+        for chunk in evs.chunks(BATCH / 2) {
+            for ev in chunk {
+                t.batch.push(*ev);
+            }
+            t.hand_over();
+            // The thread applies it and goes back to sleep, with nobody else to wake it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let q = lock(&t.handoff.queue);
+                if q.batches.is_empty() && q.thread_asleep {
+                    break;
+                }
+                drop(q);
+                assert!(
+                    Instant::now() < deadline,
+                    "a queued batch was never applied"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(t.helped, 0, "the loop applied a batch itself");
+        t.sync(true);
+        let new_out = || -> Out { (Vec::with_capacity(cap), Vec::with_capacity(cap), 0, [0; 4]) };
+        let mut samples = Vec::new();
+        let mut threaded = new_out();
+        let mut st = Stats::default();
+        t.collect(&mut sink(&mut threaded, &mut st, &mut samples));
+        threaded.2 = st.windows;
+        threaded.3 = st.verdicts;
+        let mut inline = new_out();
+        let mut st = Stats::default();
+        let mut j = judge();
+        j.apply_all(&evs, &mut sink(&mut inline, &mut st, &mut samples));
+        inline.2 = st.windows;
+        inline.3 = st.verdicts;
+        assert!(inline.2 > 0, "nothing judged");
+        assert_eq!(threaded, inline);
+        assert_eq!(t.counts(), j.counts());
     }
 
     /// The thread is held up while the loop hands over more batches than there are
