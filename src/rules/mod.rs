@@ -758,9 +758,10 @@ impl RuleSet {
         let word = pre::word(m, pkt.has_flow, pkt.to_server, pkt.established);
         let dsize = m.payload_len;
         // A DNS request's query name, for `dns.query` (decoded once per packet).
-        // (The buffer is only filled, and zeroed, when some rule needs it.)
+        // (The buffer is only filled, and zeroed, when some rule needs it and the packet is a
+        // DNS request: zeroing it for every packet showed in the loop's profile.)
         let mut name_buf: Option<[u8; 256]> = None;
-        let name = if self.dns_query {
+        let name = if self.dns_query && m.dns.is_some_and(|d| !d.is_response) {
             dns_request_name(pkt, name_buf.insert([0; 256]))
         } else {
             None
