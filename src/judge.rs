@@ -882,6 +882,30 @@ mod tests {
         }
     }
 
+    const CAP: usize = 100_000;
+
+    /// Every event applied in order on a judge of our own: the results and host counts the
+    /// thread must match.
+    fn applied_inline(evs: &[HostEvent]) -> (Out, HostCounts) {
+        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut st = Stats::default();
+        let mut j = judge();
+        j.apply_all(evs, &mut sink(&mut out, &mut st, &mut Vec::new()));
+        out.2 = st.windows;
+        out.3 = st.verdicts;
+        (out, j.counts())
+    }
+
+    /// What the thread has judged, collected as the loop does.
+    fn collected(t: &mut JudgeThread) -> Out {
+        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut st = Stats::default();
+        t.collect(&mut sink(&mut out, &mut st, &mut Vec::new()));
+        out.2 = st.windows;
+        out.3 = st.verdicts;
+        out
+    }
+
     #[test]
     fn an_event_fits_a_cache_line() {
         assert!(std::mem::size_of::<HostEvent>() <= 64);
@@ -893,8 +917,7 @@ mod tests {
     #[test]
     fn a_sleeping_thread_wakes_for_every_batch() {
         let evs = events(6 * BATCH);
-        let cap = 100_000;
-        let Ok(mut t) = JudgeThread::start(Box::new(judge()), cap, false) else {
+        let Ok(mut t) = JudgeThread::start(Box::new(judge()), CAP, false) else {
             panic!("no thread")
         };
         for chunk in evs.chunks(BATCH / 2) {
@@ -919,22 +942,10 @@ mod tests {
         }
         assert_eq!(t.helped, 0, "the loop applied a batch itself");
         t.sync(true);
-        let new_out = || -> Out { (Vec::with_capacity(cap), Vec::with_capacity(cap), 0, [0; 4]) };
-        let mut samples = Vec::new();
-        let mut threaded = new_out();
-        let mut st = Stats::default();
-        t.collect(&mut sink(&mut threaded, &mut st, &mut samples));
-        threaded.2 = st.windows;
-        threaded.3 = st.verdicts;
-        let mut inline = new_out();
-        let mut st = Stats::default();
-        let mut j = judge();
-        j.apply_all(&evs, &mut sink(&mut inline, &mut st, &mut samples));
-        inline.2 = st.windows;
-        inline.3 = st.verdicts;
+        let (inline, inline_counts) = applied_inline(&evs);
         assert!(inline.2 > 0, "nothing judged");
-        assert_eq!(threaded, inline);
-        assert_eq!(t.counts(), j.counts());
+        assert_eq!(collected(&mut t), inline);
+        assert_eq!(t.counts(), inline_counts);
     }
 
     /// The thread is held up while the loop hands over more batches than there are
@@ -943,19 +954,8 @@ mod tests {
     #[test]
     fn batches_apply_in_order_when_the_loop_helps() {
         let evs = events(12 * BATCH);
-        let cap = 100_000;
-        let new_out = || -> Out { (Vec::with_capacity(cap), Vec::with_capacity(cap), 0, [0; 4]) };
-        let mut samples = Vec::new();
-
-        let mut inline = new_out();
-        let mut st = Stats::default();
-        let mut j = judge();
-        j.apply_all(&evs, &mut sink(&mut inline, &mut st, &mut samples));
-        inline.2 = st.windows;
-        inline.3 = st.verdicts;
-        let inline_counts = j.counts();
-
-        let Ok(mut t) = JudgeThread::start(Box::new(judge()), cap, false) else {
+        let (inline, inline_counts) = applied_inline(&evs);
+        let Ok(mut t) = JudgeThread::start(Box::new(judge()), CAP, false) else {
             panic!("no thread")
         };
         let shared = Arc::clone(&t.shared);
@@ -972,11 +972,7 @@ mod tests {
         }
         t.sync(true);
         holder.join().unwrap();
-        let mut threaded = new_out();
-        let mut st = Stats::default();
-        t.collect(&mut sink(&mut threaded, &mut st, &mut samples));
-        threaded.2 = st.windows;
-        threaded.3 = st.verdicts;
+        let threaded = collected(&mut t);
 
         assert!(t.helped > 0, "the loop never applied a batch itself");
         assert!(
