@@ -431,7 +431,7 @@ impl Engine {
     /// batches that was.
     pub fn judge_help(&self) -> (std::time::Duration, u64) {
         match &self.judge {
-            HostStage::Thread(t) => (t.waited, t.helped),
+            HostStage::Thread(t) => (t.spent, t.helped),
             HostStage::Inline(_) => (std::time::Duration::ZERO, 0),
         }
     }

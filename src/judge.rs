@@ -528,9 +528,9 @@ pub struct JudgeThread {
     pub eager_close: bool,
     /// Batches the loop applied itself because the thread was behind.
     pub helped: u64,
-    /// Time the loop spent on the thread's work (applying batches it was behind on, or
-    /// waiting for its current batch at `sync`).
-    pub waited: Duration,
+    /// Time the loop spent on the thread's work: applying batches it was behind on, and
+    /// waiting for a buffer or, at `sync`, for the batch in progress.
+    pub spent: Duration,
 }
 
 /// Locks, keeping the data of a lock poisoned by a panic (tests; release builds abort).
@@ -640,7 +640,7 @@ impl JudgeThread {
             counts,
             eager_close: false,
             helped: 0,
-            waited: Duration::ZERO,
+            spent: Duration::ZERO,
         })
     }
 
@@ -697,7 +697,7 @@ impl JudgeThread {
                     .unwrap_or_else(PoisonError::into_inner);
                 q.loop_waiting = false;
             }
-            self.waited += t.elapsed();
+            self.spent += t.elapsed();
         }
     }
 
@@ -720,7 +720,7 @@ impl JudgeThread {
             let mut state = lock(&self.shared);
             while apply_oldest(&self.handoff, &mut state, &self.pressing) {}
             drop(state);
-            self.waited += t.elapsed();
+            self.spent += t.elapsed();
         }
     }
 

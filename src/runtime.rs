@@ -1038,10 +1038,10 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         "replay: captures read in {read:.3} s, the last second closed and everything stored in {:.3} s more",
         secs - read
     );
-    let (waited, helped) = p.engine.judge_help();
+    let (spent, helped) = p.engine.judge_help();
     debug!(
-        "replay: the loop applied {helped} batches of host events itself and waited {:.0} ms for the judge thread",
-        waited.as_secs_f64() * 1e3
+        "replay: the loop spent {:.0} ms on the judge thread's work (applying {helped} batches of host events itself, and waiting for its buffers)",
+        spent.as_secs_f64() * 1e3
     );
     crate::stats::log_thread_times();
     let s = &p.engine.stats;
