@@ -600,7 +600,7 @@ impl JudgeThread {
             .name("pn-judge".into())
             .stack_size(STACK)
             .spawn(move || {
-                crate::sched::batch_this_thread_or_log();
+                crate::sched::set_this_thread_or_log(crate::sched::Policy::Batch);
                 loop {
                     {
                         let mut q = lock(&ho.queue);

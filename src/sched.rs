@@ -1,24 +1,54 @@
-//! The helper threads (database writer, WAL checkpointer, host judge) run under Linux's
-//! SCHED_BATCH policy: the same fair share of the CPU as any thread, but a helper that
-//! wakes up does not preempt the thread running on that core. On two cores the packet loop
-//! was being preempted by a helper just woken on its core, up to a couple of thousand times
-//! a second (the judge wakes for every batch of host events), and the loop is what the
-//! wall time of a replay and the drops of a live capture depend on. Helpers still get
-//! their share, so nothing starves (SCHED_IDLE would risk that on a busy router).
+//! The helper threads run under Linux's non-interactive policies. The host judge runs under
+//! SCHED_BATCH: the same fair share of the CPU as any thread, but a helper that wakes up
+//! does not preempt the thread running on that core. On two cores the packet loop was being
+//! preempted by a helper just woken on its core, up to a couple of thousand times a second
+//! (the judge wakes for every batch of host events), and the loop is what the wall time of
+//! a replay and the drops of a live capture depend on.
+//!
+//! The database writer and the WAL checkpointer run under SCHED_IDLE: they take whatever
+//! CPU the loop and the judge leave, and a judge woken while one of them runs preempts it
+//! at once. Under SCHED_BATCH a judge woken behind a writer or a checkpoint waited for the
+//! end of its time slice (~180 ms a benchmark run, over ~1,300 wake-ups) while its four
+//! buffers filled, and then the loop applied batches itself or waited. Storage yields to
+//! detection: on a core the loop and judge saturate, rows wait in the bounded batch (the
+//! loop of a replay waits for them; a live capture drops and counts rows past the bound, as
+//! it does when the disk is slow), never frames. SCHED_IDLE threads still get a small share
+//! of a busy CPU, so they are slowed, not stopped.
 //! docs/DECISIONS.md has the measurements ("Fifth `unsafe` exception").
 
 use std::io;
 
-/// Puts the calling thread under SCHED_BATCH (a no-op where there is no such policy).
-pub fn batch_this_thread() -> io::Result<()> {
-    sys::batch_this_thread()
+/// A scheduling policy for a helper thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// SCHED_BATCH: a fair share, without preempting at wake-up.
+    Batch,
+    /// SCHED_IDLE: what the other threads leave (and a small share of a busy CPU).
+    Idle,
 }
 
-/// Calls `batch_this_thread` and logs (debug) if the kernel refused.
-pub fn batch_this_thread_or_log() {
-    if let Err(e) = batch_this_thread() {
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Batch => "SCHED_BATCH",
+            Policy::Idle => "SCHED_IDLE",
+        }
+    }
+}
+
+/// Puts the calling thread under `policy` (a no-op where there is no such policy).
+pub fn set_this_thread(policy: Policy) -> io::Result<()> {
+    sys::set_this_thread(policy)
+}
+
+/// Calls `set_this_thread` and logs (debug) if the kernel refused.
+pub fn set_this_thread_or_log(policy: Policy) {
+    if let Err(e) = set_this_thread(policy) {
         let name = std::thread::current().name().unwrap_or("?").to_string();
-        log::debug!("{name}: cannot set SCHED_BATCH ({e}); it keeps the default policy");
+        log::debug!(
+            "{name}: cannot set {} ({e}); it keeps the default policy",
+            policy.name()
+        );
     }
 }
 
@@ -35,16 +65,21 @@ mod sys {
         priority: libc::c_int,
     }
 
-    pub fn batch_this_thread() -> io::Result<()> {
+    pub fn set_this_thread(policy: super::Policy) -> io::Result<()> {
         let param = SchedParam { priority: 0 };
-        // SAFETY: sched_setscheduler(0 = the calling thread, SCHED_BATCH, &param) only reads
-        // `param`, a live `struct sched_param` of the kernel's layout for the duration of the
-        // call; SCHED_BATCH needs no privilege and priority 0 is its only valid value.
+        let policy = match policy {
+            super::Policy::Batch => libc::SCHED_BATCH,
+            super::Policy::Idle => libc::SCHED_IDLE,
+        };
+        // SAFETY: sched_setscheduler(0 = the calling thread, SCHED_BATCH or SCHED_IDLE,
+        // &param) only reads `param`, a live `struct sched_param` of the kernel's layout for
+        // the duration of the call; neither policy needs privilege to enter, and priority 0
+        // is their only valid value.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_sched_setscheduler,
                 0 as libc::pid_t,
-                libc::SCHED_BATCH,
+                policy,
                 std::ptr::from_ref(&param),
             )
         };
@@ -58,39 +93,45 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    pub fn batch_this_thread() -> std::io::Result<()> {
+    pub fn set_this_thread(_: super::Policy) -> std::io::Result<()> {
         Ok(())
     }
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use super::Policy;
+
+    fn policy() -> Option<String> {
+        std::fs::read_to_string("/proc/thread-self/sched")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("policy"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|v| v.trim().to_string())
+            })
+    }
+
     /// The policy is set on the calling thread only, and the kernel reports it back.
     #[test]
-    fn a_thread_can_put_itself_under_sched_batch() {
-        let policy = || {
-            std::fs::read_to_string("/proc/thread-self/sched")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("policy"))
-                        .and_then(|l| l.split(':').nth(1))
-                        .map(|v| v.trim().to_string())
-                })
-        };
+    fn a_thread_can_put_itself_under_each_policy() {
         let before = policy();
-        let inner = std::thread::spawn(move || super::batch_this_thread().map(|()| policy()))
-            .join()
-            .expect("thread");
-        match inner {
-            // 3 = SCHED_BATCH. Where /proc/.../sched is missing (no CONFIG_SCHED_DEBUG) only
-            // the call's success is checked.
-            Ok(after) => {
-                if let Some(p) = after {
-                    assert_eq!(p, "3");
+        // The kernel's numbers: 3 = SCHED_BATCH, 5 = SCHED_IDLE.
+        for (p, number) in [(Policy::Batch, "3"), (Policy::Idle, "5")] {
+            let inner = std::thread::spawn(move || super::set_this_thread(p).map(|()| policy()))
+                .join()
+                .expect("thread");
+            match inner {
+                // Where /proc/.../sched is missing (no CONFIG_SCHED_DEBUG) only the call's
+                // success is checked.
+                Ok(after) => {
+                    if let Some(after) = after {
+                        assert_eq!(after, number, "{p:?}");
+                    }
                 }
+                Err(e) => panic!("sched_setscheduler({p:?}) failed: {e}"),
             }
-            Err(e) => panic!("sched_setscheduler(SCHED_BATCH) failed: {e}"),
         }
         // The calling thread is untouched.
         assert_eq!(policy(), before);

@@ -100,7 +100,7 @@ impl Writer {
             .name("pn-writer".into())
             .stack_size(STACK)
             .spawn(move || {
-                crate::sched::batch_this_thread_or_log();
+                crate::sched::set_this_thread_or_log(crate::sched::Policy::Idle);
                 // The writer's backstop takes the checkpointer's lock first: SQLite refuses a
                 // second checkpoint while one runs, without waiting.
                 let checkpointer = checkpointer.map(|c| Arc::new(Mutex::new(c)));
@@ -236,7 +236,7 @@ fn start_checkpointer(
         .name("pn-checkpoint".into())
         .stack_size(STACK)
         .spawn(move || {
-            crate::sched::batch_this_thread_or_log();
+            crate::sched::set_this_thread_or_log(crate::sched::Policy::Idle);
             let mut last_error: Option<Instant> = None;
             while nudges.recv().is_ok() {
                 let result = lock(&ck).run();
