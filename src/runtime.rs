@@ -271,10 +271,18 @@ fn open_store(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
 
 /// The writer thread, on a second connection to the (already opened and migrated) database.
 /// None, with a warning, if it cannot start: batches are then written on the loop.
-fn start_writer(path: &Path, opts: &StoreOptions) -> Option<Writer> {
+/// Starts the writer thread. `live`: nothing waits for the writer (live capture), so it
+/// keeps a fair share of the CPU (SCHED_BATCH); otherwise (replay) the loop waits for it
+/// once it is behind, and it takes only what the loop and the judge leave (SCHED_IDLE).
+fn start_writer(path: &Path, opts: &StoreOptions, live: bool) -> Option<Writer> {
+    let policy = if live {
+        crate::sched::Policy::Batch
+    } else {
+        crate::sched::Policy::Idle
+    };
     let started = Store::open(path, opts)
         .map_err(|e| e.to_string())
-        .and_then(|s| Writer::start(s).map_err(|e| format!("cannot start a thread: {e}")));
+        .and_then(|s| Writer::start(s, policy).map_err(|e| format!("cannot start a thread: {e}")));
     match started {
         Ok(w) => Some(w),
         Err(e) => {
@@ -309,7 +317,7 @@ impl Outputs {
                 match open_store(p, &opts) {
                     Ok(s) => {
                         if use_writer {
-                            writer = start_writer(p, &opts);
+                            writer = start_writer(p, &opts, retry_store);
                         }
                         Some(s)
                     }
@@ -441,7 +449,7 @@ impl Outputs {
                             self.batch.len()
                         );
                         if self.use_writer {
-                            self.writer = start_writer(path, opts);
+                            self.writer = start_writer(path, opts, !self.wait_for_writer);
                         }
                         self.store = Some(s);
                     }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sched::Policy;
 use crate::store::{Batch, Checkpointer, Store};
 
 /// WAL bytes after which the checkpointer is nudged: SQLite's own auto-checkpoint point
@@ -81,8 +82,11 @@ pub struct Writer {
 const STACK: usize = 512 << 10;
 
 impl Writer {
-    /// Moves `store` (a connection of its own, not the loop's) onto a new thread.
-    pub fn start(mut store: Store) -> io::Result<Writer> {
+    /// Moves `store` (a connection of its own, not the loop's) onto a new thread, which
+    /// runs (with its checkpoint thread) under `policy`: SCHED_IDLE where the loop waits
+    /// for the writer once it is behind (replay), SCHED_BATCH where it must keep up on its
+    /// own (live capture; see `crate::sched`).
+    pub fn start(mut store: Store, policy: Policy) -> io::Result<Writer> {
         let (to_writer, jobs) = sync_channel::<Batch>(1);
         let (done, from_writer) = sync_channel::<Written>(1);
         let checkpoints = Arc::new(AtomicU64::new(0));
@@ -100,13 +104,13 @@ impl Writer {
             .name("pn-writer".into())
             .stack_size(STACK)
             .spawn(move || {
-                crate::sched::set_this_thread_or_log(crate::sched::Policy::Idle);
+                crate::sched::set_this_thread_or_log(policy);
                 // The writer's backstop takes the checkpointer's lock first: SQLite refuses a
                 // second checkpoint while one runs, without waiting.
                 let checkpointer = checkpointer.map(|c| Arc::new(Mutex::new(c)));
                 let started = checkpointer
                     .as_ref()
-                    .map(|c| start_checkpointer(Arc::clone(c), ck_count));
+                    .map(|c| start_checkpointer(Arc::clone(c), ck_count, policy));
                 let (nudge, ck_thread) = match started {
                     Some(Ok((n, t))) => (Some(n), Some(t)),
                     Some(Err(e)) => {
@@ -230,13 +234,14 @@ impl Writer {
 fn start_checkpointer(
     ck: Arc<Mutex<Checkpointer>>,
     count: Arc<AtomicU64>,
+    policy: Policy,
 ) -> io::Result<(SyncSender<()>, JoinHandle<()>)> {
     let (nudge, nudges) = sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
         .name("pn-checkpoint".into())
         .stack_size(STACK)
         .spawn(move || {
-            crate::sched::set_this_thread_or_log(crate::sched::Policy::Idle);
+            crate::sched::set_this_thread_or_log(policy);
             let mut last_error: Option<Instant> = None;
             while nudges.recv().is_ok() {
                 let result = lock(&ck).run();

@@ -208,13 +208,14 @@ fn flow_row(n: u64) -> phantomnet::events::FlowRow {
 /// through it, every row arrives, and closing leaves no WAL behind.
 #[test]
 fn checkpoints_run_on_their_own_thread_and_keep_the_wal_small() {
+    use phantomnet::sched::Policy;
     use phantomnet::store::{Batch, Store, StoreOptions};
     use phantomnet::writer::{Writer, CHECKPOINT_BYTES};
     let dir = TempDir::new("writer-checkpoint");
     let db = dir.path("ck.db");
     let wal = dir.path("ck.db-wal");
     let store = Store::open(&db, &StoreOptions::default()).unwrap();
-    let mut w = Writer::start(store).unwrap();
+    let mut w = Writer::start(store, Policy::Batch).unwrap();
     let per_batch = 20_000u64;
     let batches = 30u64;
     let mut batch = Batch::new(per_batch as usize);
@@ -259,12 +260,13 @@ fn checkpoints_run_on_their_own_thread_and_keep_the_wal_small() {
 /// own checkpoint must then give up at once, not wait out the busy timeout for the reader.
 #[test]
 fn a_reader_holding_a_snapshot_never_stalls_the_writer() {
+    use phantomnet::sched::Policy;
     use phantomnet::store::{Batch, Store, StoreOptions};
     use phantomnet::writer::Writer;
     let dir = TempDir::new("writer-reader");
     let db = dir.path("rd.db");
     let store = Store::open(&db, &StoreOptions::default()).unwrap();
-    let mut w = Writer::start(store).unwrap();
+    let mut w = Writer::start(store, Policy::Batch).unwrap();
     let reader = Connection::open(&db).unwrap();
     reader.execute_batch("BEGIN").unwrap();
     let before: i64 = reader
