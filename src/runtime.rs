@@ -270,10 +270,10 @@ fn open_store(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
 }
 
 /// The writer thread, on a second connection to the (already opened and migrated) database.
-/// None, with a warning, if it cannot start: batches are then written on the loop.
-/// Starts the writer thread. `live`: nothing waits for the writer (live capture), so it
-/// keeps a fair share of the CPU (SCHED_BATCH); otherwise (replay) the loop waits for it
-/// once it is behind, and it takes only what the loop and the judge leave (SCHED_IDLE).
+/// None, with a warning, if it cannot start: batches are then written on the loop. `live`:
+/// nothing waits for the writer (live capture), so it keeps a fair share of the CPU
+/// (SCHED_BATCH); otherwise (replay) the loop waits for it once it is behind, and it takes
+/// only what the loop and the judge leave (SCHED_IDLE).
 fn start_writer(path: &Path, opts: &StoreOptions, live: bool) -> Option<Writer> {
     let policy = if live {
         crate::sched::Policy::Batch
