@@ -275,9 +275,13 @@ impl Default for EngineOptions {
 /// Multicast or broadcast: a group address, never a valid source.
 #[inline]
 fn is_group_addr(ip: IpAddr) -> bool {
+    // On the numbers (`Ipv4Addr::is_multicast` and the like test octets one by one).
     match ip {
-        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
-        IpAddr::V6(v6) => v6.is_multicast(),
+        IpAddr::V4(v4) => {
+            let x = u32::from(v4);
+            x == u32::MAX || x >> 28 == 0xe
+        }
+        IpAddr::V6(v6) => u128::from(v6) >> 120 == 0xff,
     }
 }
 
@@ -285,8 +289,14 @@ fn is_group_addr(ip: IpAddr) -> bool {
 #[inline]
 fn is_host_addr(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
-        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+        IpAddr::V4(v4) => {
+            let x = u32::from(v4);
+            x != 0 && x != u32::MAX && x >> 28 != 0xe
+        }
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            x != 0 && x >> 120 != 0xff
+        }
     }
 }
 
@@ -1181,6 +1191,38 @@ fn quoted_packet(meta: &PacketMeta, frame: &[u8]) -> Option<PacketMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_group_addresses_are_those_std_names() {
+        for s in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "223.255.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "feff::1",
+        ] {
+            let ip: IpAddr = s.parse().unwrap();
+            let (host, group) = match ip {
+                IpAddr::V4(v4) => (
+                    !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+                    v4.is_broadcast() || v4.is_multicast(),
+                ),
+                IpAddr::V6(v6) => (
+                    !(v6.is_unspecified() || v6.is_multicast()),
+                    v6.is_multicast(),
+                ),
+            };
+            assert_eq!(is_host_addr(ip), host, "{s}");
+            assert_eq!(is_group_addr(ip), group, "{s}");
+        }
+    }
 
     /// Ethernet + IPv4 + UDP, 10.0.0.1:5000 -> 10.0.0.2:53, no payload.
     fn udp_frame() -> Vec<u8> {

@@ -13,11 +13,32 @@ use crate::table::{mix, End, LruTable, Slot, TableKey, MAX_CLASSES};
 /// Address as 16 bytes (IPv4 mapped into IPv6), cheap to hash and compare.
 pub type Addr16 = [u8; 16];
 
+/// The address as 16 bytes, IPv4 mapped into IPv6 (`::ffff:a.b.c.d`).
+///
+/// Built as one 128-bit number: `to_ipv6_mapped().octets()` assembles the array byte by
+/// byte, and at opt-level "s" the compiler then kept the packet's addresses as sixteen
+/// separate bytes, shifted back together for every hash and compare (~130 instructions a
+/// frame on the loop, callgrind).
+#[inline]
 pub fn addr16(ip: IpAddr) -> Addr16 {
+    addr_u128(ip).to_be_bytes()
+}
+
+/// The address as one big-endian 128-bit number, IPv4 mapped into IPv6: the same order as
+/// comparing the 16 bytes, the same value as `u128::from(ip.to_ipv6_mapped())` for IPv4.
+#[inline]
+pub fn addr_u128(ip: IpAddr) -> u128 {
     match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
     }
+}
+
+/// The two 64-bit halves of an address in 16-byte form (two loads, for hashing).
+#[inline]
+pub fn addr_halves(a: &Addr16) -> (u64, u64) {
+    let x = u128::from_le_bytes(*a);
+    (x as u64, (x >> 64) as u64)
 }
 
 /// The address back from its 16 bytes: IPv4-mapped (`::ffff:a.b.c.d`) is IPv4, as
@@ -60,7 +81,8 @@ impl FlowKey {
             IPPROTO_ICMP | IPPROTO_ICMPV6 => (meta.icmp.id, meta.icmp.id),
             _ => (0, 0),
         };
-        let fwd = (s, sp) <= (d, dp);
+        // Compared as numbers: the same order as the bytes, without a byte-by-byte walk.
+        let fwd = (u128::from_be_bytes(s), sp) <= (u128::from_be_bytes(d), dp);
         let key = if fwd {
             FlowKey {
                 lo: s,
@@ -87,24 +109,14 @@ impl FlowKey {
 impl TableKey for FlowKey {
     #[inline]
     fn hash_with(&self, seed: u64) -> u64 {
-        let w = |a: &Addr16, i: usize| {
-            u64::from_le_bytes([
-                a[i],
-                a[i + 1],
-                a[i + 2],
-                a[i + 3],
-                a[i + 4],
-                a[i + 5],
-                a[i + 6],
-                a[i + 7],
-            ])
-        };
+        let (lo0, lo1) = addr_halves(&self.lo);
+        let (hi0, hi1) = addr_halves(&self.hi);
         let ports = u64::from(self.lo_port)
             | (u64::from(self.hi_port) << 16)
             | (u64::from(self.proto) << 32)
             | (u64::from(self.vlan) << 40);
-        let a = mix(w(&self.lo, 0) ^ seed, w(&self.lo, 8));
-        let b = mix(w(&self.hi, 0), w(&self.hi, 8) ^ ports);
+        let a = mix(lo0 ^ seed, lo1);
+        let b = mix(hi0, hi1 ^ ports);
         mix(a, b)
     }
 }
@@ -540,6 +552,52 @@ mod tests {
                 ..Default::default()
             },
             ..PacketMeta::default()
+        }
+    }
+
+    #[test]
+    fn the_numeric_address_forms_agree_with_std() {
+        let cases: [IpAddr; 8] = [
+            "10.1.2.3".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "224.0.0.251".parse().unwrap(),
+            "::".parse().unwrap(),
+            "::ffff:1.2.3.4".parse().unwrap(),
+            "fe80::1:2:3:4".parse().unwrap(),
+            "ff02::fb".parse().unwrap(),
+        ];
+        for ip in cases {
+            let mapped = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            assert_eq!(addr16(ip), mapped.octets(), "{ip}");
+            assert_eq!(addr_u128(ip), u128::from(mapped), "{ip}");
+            let (lo, hi) = addr_halves(&addr16(ip));
+            let o = mapped.octets();
+            assert_eq!(lo, u64::from_le_bytes(o[..8].try_into().unwrap()), "{ip}");
+            assert_eq!(hi, u64::from_le_bytes(o[8..].try_into().unwrap()), "{ip}");
+        }
+        // Flow keys order the two ends by the bytes, whichever end comes first.
+        for (a, b) in [
+            ("10.0.0.2", "10.0.0.10"),
+            ("::1", "10.0.0.1"),
+            ("fe80::1", "ff02::1"),
+        ] {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            let mut m = PacketMeta {
+                ip_proto: IPPROTO_UDP,
+                src: a,
+                dst: b,
+                src_port: 7,
+                dst_port: 7,
+                ..PacketMeta::default()
+            };
+            let (k, fwd) = FlowKey::of(&m);
+            assert_eq!(fwd, addr16(a) <= addr16(b));
+            std::mem::swap(&mut m.src, &mut m.dst);
+            assert_eq!(FlowKey::of(&m), (k, !fwd));
         }
     }
 

@@ -19,12 +19,7 @@ const SKETCH_WORDS: usize = SKETCH_BITS / 64;
 impl TableKey for Addr16 {
     #[inline]
     fn hash_with(&self, seed: u64) -> u64 {
-        let a = u64::from_le_bytes([
-            self[0], self[1], self[2], self[3], self[4], self[5], self[6], self[7],
-        ]);
-        let b = u64::from_le_bytes([
-            self[8], self[9], self[10], self[11], self[12], self[13], self[14], self[15],
-        ]);
+        let (a, b) = crate::flow::addr_halves(self);
         mix(a ^ seed, b)
     }
 }

@@ -84,11 +84,9 @@ impl Ranges {
 }
 
 /// An IP address as a point of the address space used by `Ranges`.
+#[inline]
 pub fn addr_key(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
+    crate::flow::addr_u128(a)
 }
 
 /// Address and port variables (`$HOME_NET`, `$HTTP_PORTS`, ...), kept as text and resolved
