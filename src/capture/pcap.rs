@@ -125,6 +125,22 @@ fn u64_at(b: &[u8], at: usize, be: bool) -> u64 {
     }
 }
 
+/// The four 32-bit words that open a classic record header (seconds, fraction, captured
+/// and original length), from one 16-byte read: four `u32_at` calls, each with its own
+/// bounds check, copy and byte-order branch, were a fifth of the reader's instructions.
+#[inline]
+fn record_header(b: &[u8], be: bool) -> Option<[u32; 4]> {
+    let h: [u8; 16] = b.get(..16)?.try_into().ok()?;
+    let x = u128::from_le_bytes(h);
+    let w = [
+        x as u32,
+        (x >> 32) as u32,
+        (x >> 64) as u32,
+        (x >> 96) as u32,
+    ];
+    Some(if be { w.map(u32::swap_bytes) } else { w })
+}
+
 /// pcapng rounds every variable-length field up to 32 bits.
 fn pad4(n: usize) -> usize {
     (n + 3) & !3
@@ -679,15 +695,15 @@ impl PcapReader {
             // Fast path: a record wholly in the read-ahead buffer is lent from there, without
             // copying it into the record buffer (offsets as if read; consumed next call).
             let hl = c.rec_hdr_len;
-            let whole = input.rd.buffer().get(..hl).and_then(|h| {
-                let incl = u32_at(h, 8, c.be) as usize;
-                let frac = u32_at(h, 4, c.be);
-                let frac_us = if c.nanos { frac / 1000 } else { frac };
-                let ts = i64::from(u32_at(h, 0, c.be)) * 1_000_000 + i64::from(frac_us);
-                let wire_len = u32_at(h, 12, c.be).max(incl as u32);
-                (incl <= MAX_RECORD && input.rd.buffer().len() >= hl + incl)
-                    .then_some((incl, ts, wire_len))
-            });
+            let whole =
+                record_header(input.rd.buffer(), c.be).and_then(|[sec, frac, incl, orig]| {
+                    let incl = incl as usize;
+                    let frac_us = if c.nanos { frac / 1000 } else { frac };
+                    let ts = i64::from(sec) * 1_000_000 + i64::from(frac_us);
+                    let wire_len = orig.max(incl as u32);
+                    (incl <= MAX_RECORD && input.rd.buffer().len() >= hl + incl)
+                        .then_some((incl, ts, wire_len))
+                });
             if let Some((incl, ts, wire_len)) = whole {
                 *lent = hl + incl;
                 input.offset += *lent as u64;
