@@ -129,8 +129,8 @@ impl TableKey for TKey {
 
 /// One tracking entry: exactly one cache line (48-byte key, window start, counts), so a
 /// check touches one line of `slots` (it was 80 bytes, most spanning two lines). Every
-/// entry in `slots` is in use; an evicted entry's hash is recomputed from its key (three
-/// multiplies on a line already read) rather than stored.
+/// entry in `slots` is in use; its hash is kept beside it in `Tracker::hashes` (the line
+/// has no room for it).
 #[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 struct Slot {
@@ -148,6 +148,9 @@ pub struct Tracker {
     index: ProbeIndex,
     seed: u64,
     slots: Vec<Slot>,
+    /// Each entry's hash, beside it: an eviction finds the old key's index position without
+    /// hashing the key again (a flood of new sources evicts on every match).
+    hashes: Vec<u64>,
     uniq: Vec<[u16; UNIQ_CAP]>,
     /// Entries at most; `slots` (and `uniq`) fill up to it as keys arrive, so unused
     /// capacity is reserved address space, not resident memory (0.7 MB at start-up before).
@@ -165,6 +168,7 @@ impl Tracker {
             index: ProbeIndex::new(cap),
             seed: random_seed(),
             slots: Vec::with_capacity(cap),
+            hashes: Vec::with_capacity(cap),
             uniq: Vec::with_capacity(if unique { cap } else { 0 }),
             cap,
             next: 0,
@@ -189,6 +193,7 @@ impl Tracker {
                 let i = if self.slots.len() < self.cap {
                     // Filling up: the next never-used entry (within the reserved capacity).
                     self.slots.push(slot);
+                    self.hashes.push(h);
                     if self.uniq.len() < self.uniq.capacity() {
                         self.uniq.push([0; UNIQ_CAP]);
                     }
@@ -197,12 +202,13 @@ impl Tracker {
                     // Full: round-robin over the entries, oldest created first.
                     let i = self.next;
                     self.next = (self.next + 1) % self.cap;
-                    let old = self.slots[i].key.hash_with(self.seed);
+                    let old = self.hashes[i];
                     if let Some((at, _)) = self.index.find(old, |s| s as usize == i) {
                         self.index.remove_at(at);
                     }
                     self.evicted += 1;
                     self.slots[i] = slot;
+                    self.hashes[i] = h;
                     i
                 };
                 self.index.insert(h, i as u32);
