@@ -668,6 +668,14 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    /// The next number of a xorshift sequence (test inputs).
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     #[test]
     fn random_ops_match_a_model() {
         use std::collections::HashMap;
@@ -675,9 +683,7 @@ mod tests {
         let mut model: HashMap<u32, u32> = HashMap::new();
         let mut x: u64 = 0x1234_5678;
         for step in 0..50_000i64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = xorshift(&mut x);
             let k = (x % 800) as u32;
             if x % 5 == 0 {
                 if let Some(s) = t.find(&k) {
@@ -707,9 +713,7 @@ mod tests {
         let mut x: u64 = 0x9e37_79b9;
         let mut evictions = 0;
         for now in 0..20_000i64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = xorshift(&mut x);
             let k = (x % 200) as u32;
             // Ask for the victim now and then, as the engine does after every frame.
             if x % 3 == 0 {
