@@ -555,19 +555,29 @@ mod tests {
         }
     }
 
+    /// Addresses of every kind the conversions must get right (none of them an IPv4-mapped
+    /// IPv6 address, which reads back as IPv4).
+    fn addresses() -> Vec<IpAddr> {
+        [
+            "10.1.2.3",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.251",
+            "::",
+            "::1.2.3.4", // IPv4-compatible, not mapped: stays IPv6
+            "fe80::ffff:1.2.3.4",
+            "fe80::1:2:3:4",
+            "ff02::fb",
+            "2001:db8::ffff:0:1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect()
+    }
+
     #[test]
     fn the_numeric_address_forms_agree_with_std() {
-        let cases: [IpAddr; 8] = [
-            "10.1.2.3".parse().unwrap(),
-            "0.0.0.0".parse().unwrap(),
-            "255.255.255.255".parse().unwrap(),
-            "224.0.0.251".parse().unwrap(),
-            "::".parse().unwrap(),
-            "::ffff:1.2.3.4".parse().unwrap(),
-            "fe80::1:2:3:4".parse().unwrap(),
-            "ff02::fb".parse().unwrap(),
-        ];
-        for ip in cases {
+        for ip in addresses() {
             let mapped = match ip {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped(),
                 IpAddr::V6(v6) => v6,
@@ -603,16 +613,7 @@ mod tests {
 
     #[test]
     fn addr_from16_agrees_with_std() {
-        let cases: [IpAddr; 7] = [
-            "10.1.2.3".parse().unwrap(),
-            "0.0.0.0".parse().unwrap(),
-            "255.255.255.255".parse().unwrap(),
-            "::".parse().unwrap(),
-            "::1.2.3.4".parse().unwrap(), // IPv4-compatible, not mapped: stays IPv6
-            "fe80::ffff:1.2.3.4".parse().unwrap(),
-            "2001:db8::ffff:0:1".parse().unwrap(),
-        ];
-        for ip in cases {
+        for ip in addresses() {
             let a = addr16(ip);
             let v6 = Ipv6Addr::from(a);
             let want = match v6.to_ipv4_mapped() {

@@ -317,6 +317,7 @@ impl Outputs {
                 match open_store(p, &opts) {
                     Ok(s) => {
                         if use_writer {
+                            // Live exactly when the loop will not wait for the writer (as below).
                             writer = start_writer(p, &opts, retry_store);
                         }
                         Some(s)
