@@ -531,6 +531,11 @@ impl Outputs {
         }
     }
 
+    /// Time the loop has waited for the writer thread (None without one).
+    pub fn writer_waited(&self) -> Option<Duration> {
+        self.writer.as_ref().map(|w| w.waited)
+    }
+
     /// Takes back the batch in flight once written (with `wait`, waits for it).
     fn collect(&mut self, wait: bool) {
         let Some(w) = &mut self.writer else {
@@ -1041,6 +1046,7 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         }
     }
     let read = t.elapsed().as_secs_f64();
+    let writer_waited = p.outputs.writer_waited();
     p.finish();
     let secs = t.elapsed().as_secs_f64();
     debug!(
@@ -1052,6 +1058,12 @@ pub fn replay(cfg: Config, det: Detectors, plan: &ReplayPlan) -> Result<Pipeline
         "replay: the loop spent {:.0} ms on the judge thread's work (applying {helped} batches of host events itself, and waiting for its buffers)",
         spent.as_secs_f64() * 1e3
     );
+    if let Some(w) = writer_waited {
+        debug!(
+            "replay: the loop waited {:.0} ms for the database writer while reading (replay keeps every row)",
+            w.as_secs_f64() * 1e3
+        );
+    }
     crate::stats::log_thread_times();
     let s = &p.engine.stats;
     info!(
