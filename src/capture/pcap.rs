@@ -211,8 +211,8 @@ impl Src {
             Src::Buffered(rd) => rd.consume(n),
             Src::Mapped { map, pos } => {
                 *pos = (*pos + n).min(map.len());
-                // A failed move keeps the old window; `fill_buf` or `read` report it once
-                // that is used up.
+                // A failed move leaves no window: the next `fill_buf` or `read` tries again
+                // and reports the error, with the file and offset, if it fails again.
                 let _ = map.follow(*pos);
             }
         }
@@ -302,6 +302,9 @@ mod map {
         }
 
         /// The window's bytes from file offset `pos` on (empty if `pos` is not in it).
+        /// Another process rewriting the file while it is read changes these bytes (they are
+        /// parsed as untrusted input either way); one truncating it ends the process with
+        /// SIGBUS, as for any reader of a mapped file.
         #[inline]
         pub fn from(&self, pos: usize) -> &[u8] {
             match self.ptr {
