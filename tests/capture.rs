@@ -335,7 +335,7 @@ fn classic_records_across_read_buffer_borders_read_exactly() {
     // Records are lent straight from the 128 KiB read-ahead buffer (or the 512 KiB mapped
     // window) when they lie wholly in it and copied when they straddle its end: sizes from 0
     // to beyond the buffer, so both paths and every border case occur, in both byte orders
-    // and resolutions. The file (~4 MB) spans several windows, and records longer than the
+    // and resolutions. The file (~5 MB) spans several windows, and records longer than the
     // 64 KiB the window keeps ahead of the reader land across their ends.
     for (be, nanos) in [(false, false), (true, true), (false, true)] {
         let mut b = Builder::new(be);
@@ -451,7 +451,7 @@ fn pcapng_little_and_big_endian_interfaces_resolutions_and_block_kinds() {
 
 #[test]
 fn pcapng_blocks_across_mapped_window_ends_read_exactly() {
-    // ~2 MB of blocks, several 512 KiB mapped windows: small packet blocks, and every 61st
+    // ~5 MB of blocks, several 512 KiB mapped windows: small packet blocks, and every 61st
     // one longer than the 64 KiB the window keeps ahead, so some lie across a window's end
     // and are read in pieces (read_all compares the mapped and buffered readers).
     for be in [false, true] {
