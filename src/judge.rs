@@ -950,36 +950,43 @@ mod tests {
 
     /// The thread is held up while the loop hands over more batches than there are
     /// buffers, so the loop must apply some itself: the results are those of applying every
-    /// event in order.
+    /// event in order. Whether the loop gets to help depends on the scheduler (on a loaded
+    /// machine the loop may not fill every buffer within the hold, or the thread may win the
+    /// state lock when it is released), so the run is repeated until it has; every run's
+    /// results must equal the inline ones.
     #[test]
     fn batches_apply_in_order_when_the_loop_helps() {
         let evs = events(12 * BATCH);
         let (inline, inline_counts) = applied_inline(&evs);
-        let Ok(mut t) = JudgeThread::start(Box::new(judge()), CAP, false) else {
-            panic!("no thread")
-        };
-        let shared = Arc::clone(&t.shared);
-        let (held, hold) = std::sync::mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let g = lock(&shared);
-            held.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(100));
-            drop(g);
-        });
-        hold.recv().unwrap();
-        for ev in &evs {
-            t.push(*ev);
-        }
-        t.sync(true);
-        holder.join().unwrap();
-        let threaded = collected(&mut t);
-
-        assert!(t.helped > 0, "the loop never applied a batch itself");
         assert!(
             inline.0.len() > 10 && inline.1.len() > 5,
             "too little judged"
         );
-        assert_eq!(threaded, inline);
-        assert_eq!(t.counts(), inline_counts);
+        for _attempt in 0..8 {
+            let Ok(mut t) = JudgeThread::start(Box::new(judge()), CAP, false) else {
+                panic!("no thread")
+            };
+            let shared = Arc::clone(&t.shared);
+            let (held, hold) = std::sync::mpsc::channel();
+            let holder = std::thread::spawn(move || {
+                let g = lock(&shared);
+                held.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                drop(g);
+            });
+            hold.recv().unwrap();
+            for ev in &evs {
+                t.push(*ev);
+            }
+            t.sync(true);
+            holder.join().unwrap();
+            let threaded = collected(&mut t);
+            assert_eq!(threaded, inline);
+            assert_eq!(t.counts(), inline_counts);
+            if t.helped > 0 {
+                return;
+            }
+        }
+        panic!("the loop never applied a batch itself in 8 runs");
     }
 }
