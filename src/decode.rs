@@ -370,18 +370,24 @@ type Layer = Result<(), DecodeError>;
 /// decoded above that layer kept. Unknown protocols are not errors: they end decoding with
 /// `L3::Other`/`L3::None` or an `ip_proto` without L4 details.
 ///
-/// Inlined so the result is built in the caller's own variable: returned from a call, the
-/// 160-byte `PacketMeta` was copied once more on every frame (`memcpy`, ~1.5 % of the
-/// packet loop).
-#[inline(always)]
+/// The packet loop uses [`decode_into`] instead: returned by value, even inlined, the
+/// 160-byte `PacketMeta` was still copied once more on every frame (a `memcpy` call).
+#[inline]
 pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> PacketMeta {
-    let mut m = PacketMeta {
+    let mut m = PacketMeta::default();
+    decode_into(link, frame, wire_len, &mut m);
+    m
+}
+
+/// As [`decode`], into the caller's `m` (everything in it is replaced).
+#[inline]
+pub fn decode_into(link: LinkType, frame: &[u8], wire_len: u32, m: &mut PacketMeta) {
+    *m = PacketMeta {
         wire_len,
         cap_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
         ..PacketMeta::default()
     };
-    decode_layers(link, frame, &mut m);
-    m
+    decode_layers(link, frame, m);
 }
 
 /// Fills `m` (fresh, lengths set) from the frame's layers.

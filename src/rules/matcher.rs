@@ -194,6 +194,10 @@ fn flag_test(mode: FlagMode, value: u8, bits: u8, ignore: u8) -> bool {
 }
 
 impl Cond {
+    /// Not inlined: inlined into the rule loop, LLVM computed every arm's packet test
+    /// ahead of the match (about 96 instructions, spilled to the stack) for each
+    /// candidate rule, though a rule has one or two conditions (issue 7).
+    #[inline(never)]
     pub fn test(&self, m: &PacketMeta, frame: &[u8]) -> bool {
         let is_icmp = m.ip_proto == 1 || m.ip_proto == 58;
         match *self {
