@@ -538,7 +538,8 @@ impl Engine {
         let dst_judged = is_host_addr(meta.dst) || is_group_addr(meta.src);
         // Everything below starts with lookups of the flow and both hosts: ask for their
         // index lines together instead of one after another.
-        self.flows.prefetch(&key);
+        let key_hash = self.flows.hash_of(&key);
+        self.flows.prefetch_hashed(key_hash);
         if let HostStage::Inline(j) = &self.judge {
             if src_judged {
                 j.hosts.prefetch(&sa);
@@ -550,9 +551,11 @@ impl Engine {
         let outbox = &mut self.outbox;
         let stats = &mut self.stats;
         let record_flows = self.opts.record_flows;
-        let upd = self.flows.update_keyed(key, fwd, meta, ts, |k, f, r| {
-            record_flow(record_flows, outbox, stats, k, f, r);
-        });
+        let upd = self
+            .flows
+            .update_hashed(key, key_hash, fwd, meta, ts, |k, f, r| {
+                record_flow(record_flows, outbox, stats, k, f, r);
+            });
         self.last_created = upd.new;
         if src_judged || dst_judged {
             let mut flags = 0u8;

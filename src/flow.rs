@@ -288,10 +288,18 @@ impl FlowTable {
         self.table.is_empty()
     }
 
-    /// Hints the index line [`FlowTable::update`] reads first for this packet (timing only).
+    /// The hash `key` is filed under, for [`FlowTable::prefetch_hashed`] and
+    /// [`FlowTable::update_hashed`] (hashing once per packet, not twice).
     #[inline]
-    pub fn prefetch(&self, key: &FlowKey) {
-        self.table.prefetch_key(key);
+    pub fn hash_of(&self, key: &FlowKey) -> u64 {
+        self.table.hash_of(key)
+    }
+
+    /// Hints the index line [`FlowTable::update_hashed`] reads first for hash `h` (timing
+    /// only).
+    #[inline]
+    pub fn prefetch_hashed(&self, h: u64) {
+        self.table.prefetch_hash(h);
     }
 
     /// Hints the flow the next insertion would evict (timing only).
@@ -329,6 +337,21 @@ impl FlowTable {
         fwd: bool,
         meta: &PacketMeta,
         ts: Micros,
+        on_end: impl FnMut(&FlowKey, &Flow, &'static str),
+    ) -> FlowUpdate {
+        let h = self.hash_of(&key);
+        self.update_hashed(key, h, fwd, meta, ts, on_end)
+    }
+
+    /// [`FlowTable::update_keyed`] with the key's hash from [`FlowTable::hash_of`].
+    #[inline]
+    pub fn update_hashed(
+        &mut self,
+        key: FlowKey,
+        h: u64,
+        fwd: bool,
+        meta: &PacketMeta,
+        ts: Micros,
         mut on_end: impl FnMut(&FlowKey, &Flow, &'static str),
     ) -> FlowUpdate {
         let proto = meta.ip_proto;
@@ -339,8 +362,9 @@ impl FlowTable {
             && flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK);
         let id = self.next_id;
         let mut ended = None;
-        let (slot, new) = self.table.find_or_insert_ending(
+        let (slot, new) = self.table.find_or_insert_hashed(
             key,
+            h,
             class_of(proto),
             ts,
             |f| {

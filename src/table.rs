@@ -258,6 +258,22 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         on_end: impl FnOnce(&K, &mut V, End),
     ) -> (Slot, bool) {
         let h = key.hash_with(self.seed);
+        self.find_or_insert_hashed(key, h, class, now, init, on_end)
+    }
+
+    /// [`LruTable::find_or_insert_ending`] with the key's hash from [`LruTable::hash_of`]
+    /// (the caller hashed it already, to prefetch).
+    #[inline]
+    pub fn find_or_insert_hashed(
+        &mut self,
+        key: K,
+        h: u64,
+        class: u8,
+        now: i64,
+        init: impl FnOnce(&mut V),
+        on_end: impl FnOnce(&K, &mut V, End),
+    ) -> (Slot, bool) {
+        debug_assert_eq!(h, key.hash_with(self.seed));
         let mut on_end = Some(on_end);
         if let Some((_, s)) = self.find_hashed(&key, h) {
             // The bookkeeping line was just read by the probe: this costs one compare.
@@ -319,6 +335,18 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     pub fn prefetch_key(&self, key: &K) {
         self.index.prefetch(key.hash_with(self.seed));
+    }
+
+    /// The hash this table files `key` under.
+    #[inline]
+    pub fn hash_of(&self, key: &K) -> u64 {
+        key.hash_with(self.seed)
+    }
+
+    /// Hints the index line a lookup of hash `h` reads first (timing only).
+    #[inline]
+    pub fn prefetch_hash(&self, h: u64) {
+        self.index.prefetch(h);
     }
 
     /// The entry an insertion would evict now: the least recently seen one when the table

@@ -336,11 +336,22 @@ const LOWER_MAX: usize = 65_536 + 256;
 fn lowercase_into(dst: &mut Vec<u8>, src: &[u8]) {
     // A copy (memcpy) and one pass in place over whole words: zeroing `dst` first and
     // walking two chunk iterators in step cost ~40% more instructions (callgrind).
+    // Two words per step: the loop's own counting and bounds checks cost as much as a
+    // word's arithmetic (callgrind: ~15 instructions per word at one word a step).
     dst.clear();
     dst.extend_from_slice(src);
-    let mut words = dst.chunks_exact_mut(8);
+    let mut pairs = dst.chunks_exact_mut(16);
+    for p in &mut pairs {
+        let (a, b) = p.split_at_mut(8);
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(&*a).unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(<[u8; 8]>::try_from(&*b).unwrap_or([0; 8]));
+        a.copy_from_slice(&lower8(x).to_le_bytes());
+        b.copy_from_slice(&lower8(y).to_le_bytes());
+    }
+    let rest = pairs.into_remainder();
+    let mut words = rest.chunks_exact_mut(8);
     for w in &mut words {
-        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(&*w).unwrap_or([0; 8]));
         w.copy_from_slice(&lower8(x).to_le_bytes());
     }
     words.into_remainder().make_ascii_lowercase();
@@ -1342,9 +1353,10 @@ alert tcp any any -> any any (msg:"tcp hdr"; tcp.hdr; content:"|50|"; offset:12;
     fn swar_lowercase_matches_std_for_every_byte_and_tail() {
         let all: Vec<u8> = (0..=255u8).collect();
         let mut dst = Vec::with_capacity(600);
-        // Every byte value at every position of a word, and every tail length.
+        // Every byte value at every position of a word, and every tail length (after
+        // whole 16-byte steps: none, one word, bytes, a word and bytes).
         for shift in 0..8 {
-            for len in [0, 1, 7, 8, 9, 255, 256 - shift] {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 255, 256 - shift] {
                 let src: Vec<u8> = all.iter().cycle().skip(shift).take(len).copied().collect();
                 lowercase_into(&mut dst, &src);
                 assert_eq!(dst, src.to_ascii_lowercase(), "shift {shift} len {len}");
