@@ -260,7 +260,26 @@ struct Group {
 struct Class {
     /// Looked up for every packet: a multiply-fold hash, not SipHash (keys come from rules).
     ports: HashMap<u16, u32, threshold::KeyHash>,
+    /// One bit per port that `ports` holds (8 KiB; empty when it holds none): most packets
+    /// go to a port no rule names, and the bit answers that for less than the hash lookup.
+    port_bits: Vec<u64>,
     wide: u32,
+}
+
+impl Class {
+    /// The group of rules indexed under destination port `port`, if any.
+    #[inline]
+    fn port_group(&self, port: u16) -> Option<u32> {
+        let bits = self
+            .port_bits
+            .get(usize::from(port >> 6))
+            .copied()
+            .unwrap_or(0);
+        if bits & (1 << (port & 63)) == 0 {
+            return None;
+        }
+        self.ports.get(&port).copied()
+    }
 }
 
 /// Rules whose destination port set is at most this large are indexed per port.
@@ -563,6 +582,14 @@ impl RuleSet {
                 }
             }
         }
+        for c in classes.iter_mut() {
+            if !c.ports.is_empty() {
+                c.port_bits = vec![0; 1024];
+                for &p in c.ports.keys() {
+                    c.port_bits[usize::from(p >> 6)] |= 1 << (p & 63);
+                }
+            }
+        }
         for m in members.iter_mut() {
             // Rules were pushed in index order; a rule listed twice (overlapping port
             // ranges) would be inspected twice.
@@ -767,7 +794,7 @@ impl RuleSet {
         let payload = m.payload(pkt.frame);
         let class = &self.classes[class_of(m.ip_proto)];
         let port_group = if class_of(m.ip_proto) <= 1 && m.l4_off != 0 {
-            class.ports.get(&m.dst_port).copied()
+            class.port_group(m.dst_port)
         } else {
             None
         };
