@@ -326,24 +326,12 @@ impl FlowTable {
         on_end: impl FnMut(&FlowKey, &Flow, &'static str),
     ) -> FlowUpdate {
         let (key, fwd) = FlowKey::of(meta);
-        self.update_keyed(key, fwd, meta, ts, on_end)
-    }
-
-    /// [`FlowTable::update`] with the packet's key already built (`FlowKey::of16`).
-    #[inline]
-    pub fn update_keyed(
-        &mut self,
-        key: FlowKey,
-        fwd: bool,
-        meta: &PacketMeta,
-        ts: Micros,
-        on_end: impl FnMut(&FlowKey, &Flow, &'static str),
-    ) -> FlowUpdate {
         let h = self.hash_of(&key);
         self.update_hashed(key, h, fwd, meta, ts, on_end)
     }
 
-    /// [`FlowTable::update_keyed`] with the key's hash from [`FlowTable::hash_of`].
+    /// [`FlowTable::update`] with the packet's key already built (`FlowKey::of16`) and its
+    /// hash from [`FlowTable::hash_of`].
     #[inline]
     pub fn update_hashed(
         &mut self,
