@@ -678,6 +678,47 @@ mod tests {
         assert_eq!(t.len(), 30);
     }
 
+    /// Backward-shift deletion in clusters that wrap past the index's end: after every
+    /// removal, each remaining entry is found from its hash and no removed one is.
+    #[test]
+    fn removal_in_clusters_wrapping_the_end_keeps_every_probe_intact() {
+        let mut x: u64 = 0x5eed_0fab_1e00;
+        for round in 0..2_000u64 {
+            // 8 slots: an index of 16 positions. Home positions 12..=15 and 0..=1, so
+            // clusters cross the end; the hashes' other low bits (the index keeps 32) differ.
+            let mut ix = ProbeIndex::new(8);
+            let n = 1 + (xorshift(&mut x) % 8) as u32;
+            let mut live: Vec<(u64, Slot)> = Vec::new();
+            for slot in 0..n {
+                let home = (12 + xorshift(&mut x) % 6) & 15;
+                let h = (round << 16) | (u64::from(slot) << 8) | home;
+                ix.insert(h, slot);
+                live.push((h, slot));
+            }
+            while !live.is_empty() {
+                let pick = (xorshift(&mut x) % live.len() as u64) as usize;
+                let (h, slot) = live.swap_remove(pick);
+                let (i, found) = ix.find(h, |s| s == slot).expect("present before removal");
+                assert_eq!(found, slot);
+                ix.remove_at(i);
+                assert!(
+                    ix.find(h, |s| s == slot).is_none(),
+                    "round {round}: still found"
+                );
+                for &(h2, s2) in &live {
+                    assert!(
+                        ix.find(h2, |s| s == s2).is_some(),
+                        "round {round}: slot {s2} lost after removing {slot}"
+                    );
+                }
+            }
+            assert!(
+                ix.index.iter().all(|&e| e == 0),
+                "round {round}: not emptied"
+            );
+        }
+    }
+
     #[test]
     fn expire_per_class() {
         let mut t: LruTable<u32, u32> = LruTable::with_capacity(16, 7);
