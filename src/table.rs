@@ -257,7 +257,7 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         init: impl FnOnce(&mut V),
         on_end: impl FnOnce(&K, &mut V, End),
     ) -> (Slot, bool) {
-        let h = key.hash_with(self.seed);
+        let h = self.hash_of(&key);
         self.find_or_insert_hashed(key, h, class, now, init, on_end)
     }
 
@@ -273,7 +273,7 @@ impl<K: TableKey, V: Default> LruTable<K, V> {
         init: impl FnOnce(&mut V),
         on_end: impl FnOnce(&K, &mut V, End),
     ) -> (Slot, bool) {
-        debug_assert_eq!(h, key.hash_with(self.seed));
+        debug_assert_eq!(h, self.hash_of(&key));
         let mut on_end = Some(on_end);
         if let Some((_, s)) = self.find_hashed(&key, h) {
             // The bookkeeping line was just read by the probe: this costs one compare.
@@ -334,7 +334,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Hints the index line a lookup of `key` reads first (timing only).
     #[inline]
     pub fn prefetch_key(&self, key: &K) {
-        self.index.prefetch(key.hash_with(self.seed));
+        self.prefetch_hash(self.hash_of(key));
     }
 
     /// The hash this table files `key` under.
@@ -378,8 +378,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Finds the slot of `key`.
     #[inline]
     pub fn find(&self, key: &K) -> Option<Slot> {
-        let h = key.hash_with(self.seed);
-        self.find_hashed(key, h).map(|(_, s)| s)
+        self.find_hashed(key, self.hash_of(key)).map(|(_, s)| s)
     }
 
     #[inline]

@@ -584,7 +584,7 @@ impl RuleSet {
         }
         for c in classes.iter_mut() {
             if !c.ports.is_empty() {
-                c.port_bits = vec![0; 1024];
+                c.port_bits = vec![0; (1 << 16) / 64];
                 for &p in c.ports.keys() {
                     c.port_bits[usize::from(p >> 6)] |= 1 << (p & 63);
                 }
