@@ -4,8 +4,9 @@
 
 use crate::decode::Micros;
 use crate::flow::Addr16;
-use crate::prefetch::prefetch_line;
-use crate::table::{mix, LruTable, Slot, TableKey};
+use crate::judge::PacketEv;
+use crate::prefetch::{prefetch, prefetch_line};
+use crate::table::{mix, LruTable, ProbeIndex, Slot, TableKey};
 
 /// Cache lines before a host's buckets: what a new host resets.
 const HEADER_LINES: usize = std::mem::offset_of!(Host, buckets).div_ceil(64);
@@ -233,6 +234,8 @@ impl Host {
 
 pub struct HostTable {
     pub table: LruTable<Addr16, Host>,
+    /// First sightings of addresses without a host (the judge's doorkeeper).
+    pub probation: Probation,
     pub idle_timeout: Micros,
     pub evicted: u64,
     pub expired: u64,
@@ -246,6 +249,7 @@ impl HostTable {
     pub fn new(capacity: usize, idle_timeout: Micros, seed: u64) -> Self {
         HostTable {
             table: LruTable::with_capacity(capacity, seed),
+            probation: Probation::new(capacity, seed ^ 0x5851_f42d),
             idle_timeout,
             evicted: 0,
             expired: 0,
@@ -302,6 +306,28 @@ impl HostTable {
         }
     }
 
+    /// Finds a known host, marks it active in `sec` and returns its slot; `None` (and no
+    /// change) for an address without one.
+    #[inline]
+    pub fn touch_known(&mut self, addr: &Addr16, ts: Micros, sec: i64) -> Option<Slot> {
+        let slot = self.table.find(addr)?;
+        self.mark(slot, ts, sec);
+        Some(slot)
+    }
+
+    #[inline]
+    fn mark(&mut self, slot: Slot, ts: Micros, sec: i64) {
+        self.table.touch(slot, ts);
+        let h = self.table.get_mut(slot);
+        h.last_seen = ts.max(h.last_seen);
+        if h.active_sec != sec {
+            h.active_sec = sec;
+            if self.active.len() < self.active.capacity() {
+                self.active.push(slot);
+            }
+        }
+    }
+
     /// Finds or creates the host, marks it active in `sec`, and returns its slot.
     #[inline]
     pub fn touch(&mut self, addr: Addr16, ts: Micros, sec: i64) -> Slot {
@@ -354,15 +380,7 @@ impl HostTable {
             // each slot once, so the evicted host's window is simply lost (counted).
             self.active_overflow += 1;
         }
-        self.table.touch(slot, ts);
-        let h = self.table.get_mut(slot);
-        h.last_seen = ts.max(h.last_seen);
-        if h.active_sec != sec {
-            h.active_sec = sec;
-            if self.active.len() < self.active.capacity() {
-                self.active.push(slot);
-            }
-        }
+        self.mark(slot, ts, sec);
         slot
     }
 
@@ -372,6 +390,141 @@ impl HostTable {
             .expire_class(0, now - self.idle_timeout, |_, _| {});
         self.expired += n as u64;
         n
+    }
+}
+
+/// What a held first sighting of an address was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// A free place in the ring (never held, or taken back).
+    Free,
+    /// The address sent the packet.
+    Sent,
+    /// The address received the packet.
+    Received,
+    /// One of the address's flows was rejected by an ICMP error (`ev.src` is the address).
+    Rejected,
+    /// The address sent an ARP packet (`ev.src`; `ev.wire_len`, and the target's hash in
+    /// the first half of `ev.dst` when `ev.flags` is 1).
+    Arp,
+}
+
+/// An address's first sighting, held until it shows up again: the packet event, and which
+/// of its addresses it is about. One cache line.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub struct Held {
+    pub ev: PacketEv,
+    pub kind: Sighting,
+}
+
+impl Held {
+    pub const FREE: Held = Held {
+        ev: PacketEv {
+            ts: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            wire_len: 0,
+            dns_entropy: 0.0,
+            dst_port: 0,
+            dns_len: 0,
+            proto: 0,
+            flags: 0,
+        },
+        kind: Sighting::Free,
+    };
+
+    /// The address the sighting is of.
+    #[inline]
+    pub fn addr(&self) -> &Addr16 {
+        match self.kind {
+            Sighting::Received => &self.ev.dst,
+            _ => &self.ev.src,
+        }
+    }
+}
+
+/// Admission of hosts (the host table's doorkeeper): an address seen once is held here, in
+/// a ring of fixed size, and gets a host (1.7 KiB of state, a place in the LRU order) only
+/// when it shows up again, or at once when there is evidence against it. A spoofed-source
+/// flood sends one packet from each address: without a doorkeeper every packet evicted the
+/// least recently seen host, the real ones included, within a second. Held sightings are
+/// replaced oldest first, so which ones survive depends on the order of the traffic only,
+/// never on the process's hash seed.
+pub struct Probation {
+    ring: Box<[Held]>,
+    index: ProbeIndex,
+    /// Where the next sighting goes (the oldest one, or a free place).
+    next: usize,
+    seed: u64,
+    /// Sightings held now.
+    held: usize,
+    /// Sightings replaced before their address showed up again (addresses never admitted).
+    pub dropped: u64,
+}
+
+impl Probation {
+    pub fn new(capacity: usize, seed: u64) -> Probation {
+        let capacity = capacity.max(1);
+        Probation {
+            ring: vec![Held::FREE; capacity].into_boxed_slice(),
+            index: ProbeIndex::new(capacity),
+            next: 0,
+            seed,
+            held: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Sightings held now.
+    pub fn len(&self) -> usize {
+        self.held
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn hash(&self, addr: &Addr16) -> u64 {
+        addr.hash_with(self.seed)
+    }
+
+    /// Takes back `addr`'s held sighting, if any; one older than `max_age` at `now` is
+    /// dropped instead (the host would have expired meanwhile).
+    #[inline]
+    pub fn take(&mut self, addr: &Addr16, now: Micros, max_age: Micros) -> Option<Held> {
+        let ring = &self.ring;
+        let (i, s) = self
+            .index
+            .find(self.hash(addr), |s| ring[s as usize].addr() == addr)?;
+        self.index.remove_at(i);
+        self.held -= 1;
+        let held = std::mem::replace(&mut self.ring[s as usize], Held::FREE);
+        (now.saturating_sub(held.ev.ts) <= max_age).then_some(held)
+    }
+
+    /// Holds a first sighting (of an address not held yet), replacing the oldest.
+    #[inline]
+    pub fn hold(&mut self, held: Held) {
+        let s = self.next;
+        self.next = if s + 1 == self.ring.len() { 0 } else { s + 1 };
+        if self.ring[s].kind != Sighting::Free {
+            let old = self.hash(self.ring[s].addr());
+            if let Some((i, _)) = self.index.find(old, |o| o as usize == s) {
+                self.index.remove_at(i);
+            }
+            self.dropped += 1;
+        } else {
+            self.held += 1;
+        }
+        prefetch(&self.ring, self.next);
+        self.ring[s] = held;
+        self.index.insert(self.hash(held.addr()), s as Slot);
     }
 }
 
@@ -391,6 +544,52 @@ mod tests {
         assert!(header_end <= 256, "header is {header_end} bytes");
         assert_eq!(offset_of!(Host, buckets), header_end.next_multiple_of(8));
         assert!(size_of::<Host>() < offset_of!(Host, buckets) + size_of::<[Bucket; 10]>() + 64);
+    }
+
+    fn sighting(i: u32, ts: Micros) -> Held {
+        let mut h = Held {
+            kind: Sighting::Sent,
+            ..Held::FREE
+        };
+        h.ev.ts = ts;
+        h.ev.src[12..16].copy_from_slice(&i.to_be_bytes());
+        h
+    }
+
+    /// The ring drops the oldest sighting first, whatever the hash seed (which differs from
+    /// one process to the next): which addresses get a host depends on the traffic alone.
+    #[test]
+    fn probation_drops_the_oldest_sighting_whatever_the_seed() {
+        for seed in [1, 2, 0xdead_beef, u64::MAX] {
+            let mut p = Probation::new(3, seed);
+            for i in 0..5 {
+                p.hold(sighting(i, 100 + i64::from(i)));
+            }
+            assert_eq!((p.len(), p.dropped), (3, 2));
+            for i in 0..2 {
+                assert!(p.take(sighting(i, 0).addr(), 200, 1_000).is_none(), "{i}");
+            }
+            // Taken back once: a second take finds nothing.
+            let got = p.take(sighting(3, 0).addr(), 200, 1_000).map(|h| h.ev.ts);
+            assert_eq!(got, Some(103));
+            assert!(p.take(sighting(3, 0).addr(), 200, 1_000).is_none());
+            assert_eq!(p.len(), 2);
+            // A sighting older than the host timeout is dropped, not returned.
+            assert!(p.take(sighting(4, 0).addr(), 104 + 1_001, 1_000).is_none());
+            let got = p
+                .take(sighting(2, 0).addr(), 102 + 1_000, 1_000)
+                .map(|h| h.ev.ts);
+            assert_eq!(got, Some(102));
+            assert!(p.is_empty());
+            // Freed places are reused; the index stays consistent through wrap-arounds.
+            for i in 10..20 {
+                p.hold(sighting(i, i64::from(i)));
+            }
+            for i in 17..20 {
+                assert!(p.take(sighting(i, 0).addr(), 20, 100).is_some(), "{i}");
+            }
+            assert!(p.is_empty());
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::engine::{evaluate, push_bounded, SampleRec, VerdictRec};
 use crate::events::Level;
 use crate::features::{self, WindowTotals};
 use crate::flow::{addr_from16, Addr16};
-use crate::host::HostTable;
+use crate::host::{Bucket, Held, HostTable, Sighting};
 use crate::model::Model;
 use crate::stats::{Stage, Stats};
 use crate::table::{mix, Slot};
@@ -131,6 +131,10 @@ pub struct HostCounts {
     pub capacity: usize,
     pub evicted: u64,
     pub expired: u64,
+    /// First sightings of addresses without a host, held for a second one.
+    pub held: usize,
+    /// Sightings dropped before a second one (held too long in a flood of new addresses).
+    pub held_dropped: u64,
 }
 
 /// Host state and the per-second judging.
@@ -140,9 +144,12 @@ pub struct Judge {
     pub verdict: VerdictConfig,
     pub collect_samples: bool,
     /// The hosts of the last packet (evidence events apply to them) and the last ARP sender.
-    last_src: Option<Slot>,
-    last_dst: Option<Slot>,
-    last_arp: Option<Slot>,
+    last_src: Option<Seen>,
+    last_dst: Option<Seen>,
+    last_arp: Option<Seen>,
+    /// Addresses get a host on their second sighting (see [`crate::host::Probation`]): on
+    /// unless windows of a single packet are judged (`min_window_packets` below 2).
+    doorkeeper: bool,
 }
 
 impl Judge {
@@ -150,6 +157,7 @@ impl Judge {
         Judge {
             hosts,
             model: None,
+            doorkeeper: verdict.min_window_packets >= 2,
             verdict,
             collect_samples,
             last_src: None,
@@ -164,6 +172,8 @@ impl Judge {
             capacity: self.hosts.table.capacity(),
             evicted: self.hosts.evicted,
             expired: self.hosts.expired,
+            held: self.hosts.probation.len(),
+            held_dropped: self.hosts.probation.dropped,
         }
     }
 
@@ -199,29 +209,37 @@ impl Judge {
         match *ev {
             HostEvent::Packet(ref p) => self.packet(p),
             HostEvent::Rejected { addr, ts } => {
-                let sec = ts.div_euclid(1_000_000);
-                let h = self.hosts.touch(addr, ts, sec);
-                self.hosts.table.get_mut(h).bucket(sec).flows_rejected += 1;
+                let ev = PacketEv {
+                    ts,
+                    src: addr,
+                    ..Held::FREE.ev
+                };
+                self.sight(Held {
+                    ev,
+                    kind: Sighting::Rejected,
+                });
             }
             HostEvent::SrcSignature { rule, priority } => {
-                if let Some(h) = self.last_src {
+                if let Some(h) = self.admit_seen(Last::Src) {
                     let ev = &mut self.hosts.table.get_mut(h).evidence;
                     ev.add_signature(rule, priority);
                 }
             }
             HostEvent::DstSignature { rule, priority } => {
-                if let Some(h) = self.last_dst {
+                if let Some(h) = self.admit_seen(Last::Dst) {
                     let ev = &mut self.hosts.table.get_mut(h).evidence;
                     ev.add_signature(rule, priority);
                 }
             }
             HostEvent::Intel { list, addr } => {
-                for h in [self.last_src, self.last_dst].into_iter().flatten() {
-                    let ev = &mut self.hosts.table.get_mut(h).evidence;
-                    ev.intel_hits += 1;
-                    if ev.intel_list == 0 {
-                        ev.intel_list = list + 1;
-                        ev.intel_addr = addr;
+                for last in [Last::Src, Last::Dst] {
+                    if let Some(h) = self.admit_seen(last) {
+                        let ev = &mut self.hosts.table.get_mut(h).evidence;
+                        ev.intel_hits += 1;
+                        if ev.intel_list == 0 {
+                            ev.intel_list = list + 1;
+                            ev.intel_addr = addr;
+                        }
                     }
                 }
             }
@@ -231,15 +249,20 @@ impl Judge {
                 wire_len,
                 target,
             } => {
-                let sec = ts.div_euclid(1_000_000);
-                let h = self.hosts.touch(sender, ts, sec);
-                let b = self.hosts.table.get_mut(h).bucket(sec);
-                b.pkts_out += 1;
-                b.bytes_out += u64::from(wire_len);
+                let mut ev = PacketEv {
+                    ts,
+                    src: sender,
+                    wire_len,
+                    ..Held::FREE.ev
+                };
                 if let Some(t) = target {
-                    b.dst_hosts.insert(t);
+                    ev.dst[..8].copy_from_slice(&t.to_le_bytes());
+                    ev.flags = 1;
                 }
-                self.last_arp = Some(h);
+                self.last_arp = Some(self.sight(Held {
+                    ev,
+                    kind: Sighting::Arp,
+                }));
             }
             HostEvent::ArpChange {
                 old_mac,
@@ -247,7 +270,7 @@ impl Judge {
                 also,
                 ts,
             } => {
-                if let Some(h) = self.last_arp {
+                if let Some(h) = self.admit_seen(Last::Arp) {
                     let ev = &mut self.hosts.table.get_mut(h).evidence;
                     ev.arp_change = true;
                     ev.arp_old_mac = old_mac;
@@ -255,7 +278,7 @@ impl Judge {
                 }
                 if let Some(other) = also {
                     // The other claimed address (often the gateway) is a victim of the same MAC.
-                    let o = self.hosts.touch(other, ts, ts.div_euclid(1_000_000));
+                    let o = self.admit_now(other, ts);
                     let ev = &mut self.hosts.table.get_mut(o).evidence;
                     ev.arp_change = true;
                     ev.arp_old_mac = new_mac;
@@ -271,57 +294,116 @@ impl Judge {
 
     #[inline]
     fn packet(&mut self, p: &PacketEv) {
-        let (ts, sec) = (p.ts, p.ts.div_euclid(1_000_000));
-        let src = (p.flags & SRC != 0).then(|| self.hosts.touch(p.src, ts, sec));
-        let dst = (p.flags & DST != 0).then(|| self.hosts.touch(p.dst, ts, sec));
-        self.last_src = src;
-        self.last_dst = dst;
-        if let Some(h) = src {
-            let b = self.hosts.table.get_mut(h).bucket(sec);
-            b.pkts_out += 1;
-            b.bytes_out += u64::from(p.wire_len);
-            match p.proto {
-                IPPROTO_TCP => {
-                    b.tcp_out += 1;
-                    b.syn_out += u32::from(p.flags & SYN_ONLY != 0);
+        self.last_src = (p.flags & SRC != 0).then(|| {
+            self.sight(Held {
+                ev: *p,
+                kind: Sighting::Sent,
+            })
+        });
+        self.last_dst = (p.flags & DST != 0).then(|| {
+            self.sight(Held {
+                ev: *p,
+                kind: Sighting::Received,
+            })
+        });
+        if !self.doorkeeper {
+            // When the table is full (a flood), the next new host evicts the least recently
+            // seen one: fetch it while the next event is applied. (With the doorkeeper a
+            // flood's addresses are held instead: few packets insert a host.)
+            self.hosts.prefetch_victim(p.ts.div_euclid(1_000_000));
+        }
+    }
+
+    /// An address shows up (`held` says how): its host counts it, if it has one or this is
+    /// its second sighting (then the first is counted too); otherwise the sighting is held.
+    /// Without the doorkeeper every address gets a host at once.
+    #[inline]
+    fn sight(&mut self, held: Held) -> Seen {
+        let (addr, ts) = (*held.addr(), held.ev.ts);
+        let sec = ts.div_euclid(1_000_000);
+        let slot = if !self.doorkeeper {
+            self.hosts.touch(addr, ts, sec)
+        } else if let Some(s) = self.hosts.touch_known(&addr, ts, sec) {
+            s
+        } else {
+            let idle = self.hosts.idle_timeout;
+            match self.hosts.probation.take(&addr, ts, idle) {
+                Some(first) => self.admit(addr, Some(first), ts),
+                None => {
+                    self.hosts.probation.hold(held);
+                    return Seen::Held(held);
                 }
-                IPPROTO_ICMP | IPPROTO_ICMPV6 => b.icmp_out += 1,
-                _ => {}
             }
-            if p.flags & DNS_QUERY != 0 {
-                b.dns_queries += 1;
-                b.dns_len_sum += u32::from(p.dns_len);
-                b.dns_entropy_sum += p.dns_entropy;
+        };
+        count(self.hosts.table.get_mut(slot).bucket(sec), &held);
+        Seen::Host(slot)
+    }
+
+    /// The host of one of the last packet's addresses, admitted now if its sighting was held
+    /// (evidence is never left on probation).
+    fn admit_seen(&mut self, which: Last) -> Option<Slot> {
+        let last = match which {
+            Last::Src => &mut self.last_src,
+            Last::Dst => &mut self.last_dst,
+            Last::Arp => &mut self.last_arp,
+        };
+        let held = match (*last)? {
+            Seen::Host(s) => return Some(s),
+            Seen::Held(held) => held,
+        };
+        let (addr, ts) = (*held.addr(), held.ev.ts);
+        let sec = ts.div_euclid(1_000_000);
+        let slot = match self.hosts.touch_known(&addr, ts, sec) {
+            // (Admitted meanwhile: the same address at both ends of the packet.)
+            Some(s) => s,
+            None => {
+                // The sighting is this packet's: taken back from the ring, counted here.
+                self.hosts.probation.take(&addr, ts, Micros::MAX);
+                self.admit(addr, Some(held), ts)
             }
-            if p.flags & NEW_TO_SERVER != 0 {
-                let da = u64::from_le_bytes(p.dst[8..16].try_into().unwrap_or([0; 8]));
-                b.flows_init += 1;
-                b.dst_hosts.insert(mix(da, 0x51));
-                b.dst_ports.insert(mix(
-                    u64::from(p.dst_port) | (u64::from(p.proto) << 16),
-                    0x77,
-                ));
-                let svc = mix(da, u64::from(p.dst_port));
-                b.add_service((svc >> 32) as u32 | 1);
+        };
+        let seen = Some(Seen::Host(slot));
+        match which {
+            Last::Src => self.last_src = seen,
+            Last::Dst => self.last_dst = seen,
+            Last::Arp => self.last_arp = seen,
+        }
+        Some(slot)
+    }
+
+    /// The host of `addr` at `ts`, admitted now if it has none (with its held sighting).
+    fn admit_now(&mut self, addr: Addr16, ts: Micros) -> Slot {
+        let sec = ts.div_euclid(1_000_000);
+        if let Some(s) = self.hosts.touch_known(&addr, ts, sec) {
+            return s;
+        }
+        let first = self
+            .hosts
+            .probation
+            .take(&addr, ts, self.hosts.idle_timeout);
+        self.admit(addr, first, ts)
+    }
+
+    /// Creates the host of `addr` at `ts`, with its held first sighting counted as if it had
+    /// had a host since: in the bucket of its second, and, if that second is over, in the
+    /// baseline as the window closed then would have (one not judged: a single sighting
+    /// is below `min_window_packets`, and evidence is never held).
+    fn admit(&mut self, addr: Addr16, first: Option<Held>, ts: Micros) -> Slot {
+        let sec = ts.div_euclid(1_000_000);
+        let slot = self.hosts.touch(addr, ts, sec);
+        if let Some(first) = first {
+            let fsec = first.ev.ts.div_euclid(1_000_000);
+            let h = self.hosts.table.get_mut(slot);
+            h.first_seen = h.first_seen.min(first.ev.ts);
+            let b = h.bucket(fsec);
+            count(b, &first);
+            if fsec < sec {
+                let x = f64::from(b.pkts_out) + f64::from(b.pkts_in);
+                h.baseline.observe(fsec, x);
+                h.windows += 1;
             }
         }
-        if let Some(h) = dst {
-            let b = self.hosts.table.get_mut(h).bucket(sec);
-            b.pkts_in += 1;
-            b.bytes_in += u64::from(p.wire_len);
-            if p.proto == IPPROTO_TCP {
-                b.tcp_in += 1;
-                b.syn_in += u32::from(p.flags & SYN_ONLY != 0);
-            }
-            if p.flags & ANSWERED != 0 {
-                b.flows_answered += 1;
-            } else if p.flags & REJECTED != 0 {
-                b.flows_rejected += 1;
-            }
-        }
-        // When the table is full (a flood), the next new host evicts the least recently
-        // seen one: fetch it while the next event is applied.
-        self.hosts.prefetch_victim(sec);
+        slot
     }
 
     /// Features → score → correlation → verdict for every host active in `sec`.
@@ -431,6 +513,80 @@ impl Judge {
             out.stats
                 .record(Stage::FrameToVerdict, t.elapsed().as_nanos() as u64);
         }
+    }
+}
+
+/// One of the hosts evidence can be about.
+#[derive(Clone, Copy, Debug)]
+enum Last {
+    Src,
+    Dst,
+    Arp,
+}
+
+/// An address of the last packet: its host, or its sighting held on probation.
+#[derive(Clone, Copy, Debug)]
+enum Seen {
+    Host(Slot),
+    Held(Held),
+}
+
+/// Counts a sighting in its host's bucket.
+#[inline]
+fn count(b: &mut Bucket, s: &Held) {
+    let p = &s.ev;
+    match s.kind {
+        Sighting::Sent => {
+            b.pkts_out += 1;
+            b.bytes_out += u64::from(p.wire_len);
+            match p.proto {
+                IPPROTO_TCP => {
+                    b.tcp_out += 1;
+                    b.syn_out += u32::from(p.flags & SYN_ONLY != 0);
+                }
+                IPPROTO_ICMP | IPPROTO_ICMPV6 => b.icmp_out += 1,
+                _ => {}
+            }
+            if p.flags & DNS_QUERY != 0 {
+                b.dns_queries += 1;
+                b.dns_len_sum += u32::from(p.dns_len);
+                b.dns_entropy_sum += p.dns_entropy;
+            }
+            if p.flags & NEW_TO_SERVER != 0 {
+                let da = u64::from_le_bytes(p.dst[8..16].try_into().unwrap_or([0; 8]));
+                b.flows_init += 1;
+                b.dst_hosts.insert(mix(da, 0x51));
+                b.dst_ports.insert(mix(
+                    u64::from(p.dst_port) | (u64::from(p.proto) << 16),
+                    0x77,
+                ));
+                let svc = mix(da, u64::from(p.dst_port));
+                b.add_service((svc >> 32) as u32 | 1);
+            }
+        }
+        Sighting::Received => {
+            b.pkts_in += 1;
+            b.bytes_in += u64::from(p.wire_len);
+            if p.proto == IPPROTO_TCP {
+                b.tcp_in += 1;
+                b.syn_in += u32::from(p.flags & SYN_ONLY != 0);
+            }
+            if p.flags & ANSWERED != 0 {
+                b.flows_answered += 1;
+            } else if p.flags & REJECTED != 0 {
+                b.flows_rejected += 1;
+            }
+        }
+        Sighting::Rejected => b.flows_rejected += 1,
+        Sighting::Arp => {
+            b.pkts_out += 1;
+            b.bytes_out += u64::from(p.wire_len);
+            if p.flags & 1 != 0 {
+                let t = u64::from_le_bytes(p.dst[..8].try_into().unwrap_or([0; 8]));
+                b.dst_hosts.insert(t);
+            }
+        }
+        Sighting::Free => {}
     }
 }
 
@@ -988,5 +1144,187 @@ mod tests {
             }
         }
         panic!("the loop never applied a batch itself in 8 runs");
+    }
+
+    fn v4(i: u32) -> Addr16 {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..16].copy_from_slice(&i.to_be_bytes());
+        a
+    }
+
+    fn syn(ts: Micros, src: Addr16, dst: Addr16) -> HostEvent {
+        HostEvent::Packet(PacketEv {
+            ts,
+            src,
+            dst,
+            wire_len: 60,
+            dns_entropy: 0.0,
+            dst_port: 25565,
+            dns_len: 0,
+            proto: IPPROTO_TCP,
+            flags: SRC | DST | NEW_TO_SERVER | SYN_ONLY,
+        })
+    }
+
+    fn applied(j: &mut Judge, evs: &[HostEvent]) -> Out {
+        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut st = Stats::default();
+        j.apply_all(evs, &mut sink(&mut out, &mut st, &mut Vec::new()));
+        out.2 = st.windows;
+        out.3 = st.verdicts;
+        out
+    }
+
+    fn big_judge(doorkeeper: bool) -> Judge {
+        let mut j = Judge::new(
+            HostTable::new(16_384, 60_000_000, 11),
+            VerdictConfig::default(),
+            false,
+        );
+        j.doorkeeper = doorkeeper;
+        j
+    }
+
+    /// Hosts seen more than once end up exactly as when every address got a host at its
+    /// first sighting — buckets, baseline, windows, first and last seen — and every verdict
+    /// is the same; the doorkeeper only leaves out addresses seen once.
+    #[test]
+    fn admitted_hosts_match_hosts_kept_from_their_first_sighting() {
+        let mut evs = Vec::new();
+        for (i, ev) in events(30_000).into_iter().enumerate() {
+            if let HostEvent::Packet(p) = ev {
+                if i % 3 == 0 {
+                    // A spoofed source seen once, and one seen twice seconds apart.
+                    evs.push(syn(p.ts, v4(0x0b00_0000 + i as u32), p.dst));
+                    if i % 9 == 0 {
+                        evs.push(syn(p.ts, v4(0x0c00_0000 + i as u32), p.dst));
+                    }
+                    if i % 9 == 0 && i >= 4_500 {
+                        evs.push(syn(p.ts, v4(0x0c00_0000 + i as u32 - 4_500), p.dst));
+                    }
+                }
+            }
+            evs.push(ev);
+        }
+        let (mut with, mut without) = (big_judge(true), big_judge(false));
+        let (mut a, mut b) = (applied(&mut with, &evs), applied(&mut without, &evs));
+        assert!(!a.0.is_empty(), "no verdicts to compare");
+        // (Within a second hosts are judged in order of activity: admission for one.)
+        let by_host = |v: &VerdictRec| (v.ts, v.host);
+        a.0.sort_by_key(by_host);
+        b.0.sort_by_key(by_host);
+        assert_eq!(a.0, b.0, "verdicts differ");
+        let (mut once, mut admitted) = (0, 0);
+        without
+            .hosts
+            .table
+            .for_each(|_, addr, h| match with.hosts.table.find(addr) {
+                Some(s) => {
+                    admitted += 1;
+                    assert_eq!(
+                        format!("{:?}", with.hosts.table.get(s)),
+                        format!("{h:?}"),
+                        "host {addr:?}"
+                    );
+                }
+                None => {
+                    once += 1;
+                    let seen: u32 = h.window(i64::MAX).map(|b| b.pkts_out + b.pkts_in).sum();
+                    assert!(seen <= 1 && h.windows <= 1, "{addr:?} seen {seen} times");
+                }
+            });
+        assert!(
+            admitted > 300 && once > 5_000,
+            "{admitted} admitted, {once} once"
+        );
+        assert_eq!(with.counts().held, once);
+        assert!(a.2 < b.2, "fewer windows: addresses seen once have none");
+    }
+
+    /// Evidence is never held: a single packet that raises a signature gives its sender a
+    /// host at once, with the packet counted, and a verdict at the end of the second.
+    #[test]
+    fn evidence_admits_an_address_seen_once() {
+        let mut j = big_judge(true);
+        let (attacker, victim) = (v4(0x0a00_0001), v4(0x0a00_0002));
+        let t0 = 1_000_000_000;
+        let out = applied(
+            &mut j,
+            &[
+                syn(t0, attacker, victim),
+                HostEvent::SrcSignature {
+                    rule: 3,
+                    priority: 1,
+                },
+                HostEvent::Close {
+                    sec: t0 / 1_000_000,
+                    started: None,
+                },
+            ],
+        );
+        let s = j
+            .hosts
+            .table
+            .find(&attacker)
+            .expect("the attacker has a host");
+        let h = j.hosts.table.get(s);
+        assert_eq!(h.window(t0 / 1_000_000).map(|b| b.pkts_out).sum::<u32>(), 1);
+        assert_eq!(h.first_seen, t0);
+        assert!(
+            j.hosts.table.find(&victim).is_none(),
+            "the victim was seen once"
+        );
+        assert_eq!(out.0.len(), 1);
+        assert_eq!(out.0[0].host, addr_from16(attacker));
+        assert!(out.0[0].level > Level::Safe);
+    }
+
+    /// A flood of spoofed sources, each seen once, no longer pushes the real hosts out of
+    /// a small table: a host that exchanges a packet with a server every 200 ms keeps all
+    /// its packets (without the doorkeeper the flood evicts it again and again).
+    #[test]
+    fn a_flood_of_addresses_seen_once_keeps_the_real_hosts() {
+        let (real, server, victim) = (v4(0x0a00_0005), v4(0x0a00_0006), v4(0x0a00_0007));
+        let t0 = 1_000_000_000;
+        let mut evs = Vec::new();
+        for k in 0..30_000i64 {
+            let ts = t0 + k * 100;
+            evs.push(syn(ts, v4(0x2000_0000 + k as u32), victim));
+            if k % 2_000 == 0 {
+                evs.push(syn(ts, real, server));
+            }
+            if k % 2_000 == 10 {
+                // The reply, 1 ms later (64 sightings of the flood later).
+                evs.push(syn(ts, server, real));
+            }
+        }
+        let last = t0 + 29_999 * 100;
+        for doorkeeper in [true, false] {
+            let mut j = Judge::new(
+                HostTable::new(64, 60_000_000, 3),
+                VerdictConfig::default(),
+                false,
+            );
+            j.doorkeeper = doorkeeper;
+            applied(&mut j, &evs);
+            let seen = j.hosts.table.find(&real).map_or(0, |s| {
+                let h = j.hosts.table.get(s);
+                h.window(last / 1_000_000)
+                    .map(|b| b.pkts_out + b.pkts_in)
+                    .sum::<u32>()
+            });
+            if doorkeeper {
+                assert_eq!(seen, 30, "the real host lost packets");
+                assert_eq!(j.counts().evicted, 0);
+                assert_eq!(j.counts().held_dropped, 30_000 - 64);
+            } else {
+                assert!(
+                    seen < 30,
+                    "the flood did not evict it: the test shows nothing"
+                );
+            }
+        }
     }
 }

@@ -281,6 +281,18 @@ pub fn render(
         engine.host_counts().evicted as f64,
     );
     m.single(
+        "phantomnet_hosts_held",
+        Gauge,
+        "Addresses seen once, held until they show up again before they get a host.",
+        engine.host_counts().held as f64,
+    );
+    m.single(
+        "phantomnet_hosts_held_dropped_total",
+        Counter,
+        "Addresses seen once and dropped before they showed up again (spoofed floods).",
+        engine.host_counts().held_dropped as f64,
+    );
+    m.single(
         "phantomnet_hosts_expired_total",
         Counter,
         "Hosts forgotten after an idle timeout.",

@@ -387,6 +387,8 @@ impl Server {
                 created: Some(engine.flows.created),
                 evicted: engine.flows.evicted,
                 expired: engine.flows.expired,
+                held: None,
+                held_dropped: None,
             },
             hosts: TableStatus {
                 active: engine.host_counts().active as u64,
@@ -394,6 +396,8 @@ impl Server {
                 created: None,
                 evicted: engine.host_counts().evicted,
                 expired: engine.host_counts().expired,
+                held: Some(engine.host_counts().held as u64),
+                held_dropped: Some(engine.host_counts().held_dropped),
             },
             alerts: s.alerts,
             verdicts: LevelCounts {
@@ -516,6 +520,12 @@ pub struct TableStatus {
     pub created: Option<u64>,
     pub evicted: u64,
     pub expired: u64,
+    /// Hosts only: addresses seen once, held until they show up again (the doorkeeper).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<u64>,
+    /// Hosts only: held sightings dropped before their address showed up again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_dropped: Option<u64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -760,9 +760,10 @@ impl MemoryBound {
     pub fn for_config(cfg: &phantomnet::config::Config) -> MemoryBound {
         use std::mem::size_of;
         // keys, values, hashes (u64), last_seen (i64), class (u8), prev and next (u32),
-        // and an index of (2 × capacity).next_power_of_two() u32 slots.
+        // and an index of (2 × capacity).next_power_of_two() u64 entries.
+        let index = |cap: usize| (cap * 2).next_power_of_two() * 8;
         let table = |cap: usize, key: usize, val: usize| -> u64 {
-            let index = (cap * 2).next_power_of_two() * 4;
+            let index = index(cap);
             (cap * (key + val + 8 + 8 + 1 + 4 + 4) + index) as u64
         };
         let t = &cfg.tables;
@@ -775,7 +776,9 @@ impl MemoryBound {
             t.hosts,
             size_of::<Option<phantomnet::flow::Addr16>>(),
             size_of::<phantomnet::host::Host>(),
-        ) + (t.hosts * 4) as u64; // the active-host list
+        ) + (t.hosts * 4) as u64 // the active-host list
+            // the doorkeeper's ring of first sightings and its index
+            + (t.hosts * size_of::<phantomnet::host::Held>() + index(t.hosts)) as u64;
         let outbox = (t.outbox
             * (size_of::<phantomnet::engine::AlertRec>()
                 + size_of::<phantomnet::engine::VerdictRec>()
@@ -922,7 +925,7 @@ fn million_frame_spoofed_syn_flood_stays_within_the_memory_bound_and_is_judged()
     eprintln!(
         "flood: {} frames replayed in {secs:.1} s; peak RSS {:.1} MiB; bound {:.1} MiB \
          (flows {:.1} + hosts {:.1} + outbox {:.1} + retry batch {:.1} + fixed {:.1}); \
-         flows evicted {}, hosts evicted {}",
+         flows evicted {}, hosts evicted {}, sightings dropped {}",
         status["frames"],
         hwm as f64 / 1048576.0,
         bound.total() as f64 / 1048576.0,
@@ -933,6 +936,7 @@ fn million_frame_spoofed_syn_flood_stays_within_the_memory_bound_and_is_judged()
         bound.fixed as f64 / 1048576.0,
         status["flows"]["evicted"],
         status["hosts"]["evicted"],
+        status["hosts"]["held_dropped"],
     );
     assert!(status["frames"].as_u64().unwrap() >= n, "{status}");
     assert!(
@@ -940,13 +944,18 @@ fn million_frame_spoofed_syn_flood_stays_within_the_memory_bound_and_is_judged()
         "peak RSS {hwm} over the bound {}",
         bound.total()
     );
-    // A million spoofed sources overflow both tables: evictions are counted, not grown.
+    // A million spoofed sources overflow the flow table and the hosts' doorkeeper: what
+    // they push out is counted, not grown. Each source is seen once, so none gets a host.
     assert!(
         status["flows"]["evicted"].as_u64().unwrap() > 500_000,
         "{status}"
     );
     assert!(
-        status["hosts"]["evicted"].as_u64().unwrap() > 500_000,
+        status["hosts"]["held_dropped"].as_u64().unwrap() > 500_000,
+        "{status}"
+    );
+    assert!(
+        status["hosts"]["evicted"].as_u64().unwrap() < 1_000,
         "{status}"
     );
     assert!(status["flows"]["active"].as_u64().unwrap() <= cfg.tables.flows as u64);
