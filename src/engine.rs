@@ -670,12 +670,16 @@ impl Engine {
                     &mut self.outbox,
                     AlertRec::of(ts, AlertSource::Rule(hit.rule), meta, flow_id),
                 );
-                // The packet's sender is the side the signature speaks about.
-                if src_judged {
-                    let ev = HostEvent::SrcSignature {
-                        rule: hit.rule,
-                        priority: rules.info(hit.rule).priority,
-                    };
+                // The packet's sender is the side a signature speaks about, unless it counts
+                // per destination (a flood against one host).
+                let info = rules.info(hit.rule);
+                let (rule, priority) = (hit.rule, info.priority);
+                let ev = if info.about_dst {
+                    dst_judged.then_some(HostEvent::DstSignature { rule, priority })
+                } else {
+                    src_judged.then_some(HostEvent::SrcSignature { rule, priority })
+                };
+                if let Some(ev) = ev {
                     host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
                 }
             }

@@ -77,7 +77,8 @@ pub enum HostEvent {
         rule: u32,
         priority: u8,
     },
-    /// Signature evidence on the last packet's receiver (a spoofed group source's victim).
+    /// Signature evidence on the last packet's receiver (a spoofed group source's victim, or
+    /// the host a rule counting per destination is about).
     DstSignature {
         rule: u32,
         priority: u8,

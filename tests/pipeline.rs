@@ -413,3 +413,59 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A rule that alerts on a count per destination (`track by_dst`: a flood against one host)
+/// is evidence against that destination, not against whichever spoofed sender crossed the
+/// count; a rule that only rate-limits per destination (`type limit`) still speaks about
+/// the sender of the packet it matched.
+#[test]
+fn rules_counting_per_destination_are_evidence_against_the_destination() {
+    let dir = TempDir::new("by-dst");
+    let mut c = Capture::default();
+    let mut rng = Rng(0xb7d5);
+    scenario::syn_flood(&mut c, &mut rng, T0, 6_000, 2_000, scenario::NAS, 445);
+    c.sort();
+    let pcap = dir.path("flood.pcap");
+    write_pcap(&pcap, &c.frames);
+    let rules = dir.path("t.rules");
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any any (msg:\"SYN flood\"; flags:S; threshold:type both, \
+         track by_dst, count 500, seconds 1; sid:1000001;)\n\
+         alert tcp any any -> any any (msg:\"first SYN\"; flags:S; threshold:type limit, \
+         track by_dst, count 1, seconds 60; sid:1000002;)\n",
+    )
+    .unwrap();
+    let db = dir.path("out.db");
+    run_ok(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "--no-model",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "-c",
+        "config/phantomnet.toml",
+    ]);
+    let nas = std::net::Ipv4Addr::from(scenario::NAS).to_string();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM alerts WHERE sid = 1000001"),
+        3
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM alerts WHERE sid = 1000002"),
+        1
+    );
+    let about = |sid: u32, host_is_nas: bool| {
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM verdicts WHERE reasons_json LIKE '%\"sid\":{sid}%' \
+                 AND (host = '{nas}') = {host_is_nas}"
+            ),
+        )
+    };
+    assert_eq!((about(1000001, true), about(1000001, false)), (3, 0));
+    assert_eq!((about(1000002, true), about(1000002, false)), (0, 1));
+}

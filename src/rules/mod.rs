@@ -22,7 +22,7 @@ use addr::{addr_key, Kind, VarTable};
 use matcher::match_payload;
 use parse::{flowc, FbOp, FlowbitNames, HdrBuf, Proto, Rule};
 use pre::Pre;
-use threshold::{TKey, Track, Tracker, UniqueOn};
+use threshold::{TKey, ThreshKind, Track, Tracker, UniqueOn};
 
 pub use parse::Action;
 
@@ -188,6 +188,12 @@ pub struct RuleInfo<'a> {
     /// 1 (highest) .. ; 3 when neither priority nor classtype says otherwise.
     pub priority: u8,
     pub action: Action,
+    /// The rule's alerts speak about the packet's destination, not its sender: it alerts
+    /// because of a count per destination (`threshold` of type `threshold` or `both`, or
+    /// `detection_filter`, with `track by_dst`), as rules for floods against one host from
+    /// many (often spoofed) sources do; the sender of the packet that crossed the count is
+    /// one of many. (A `limit` only rate-limits what the match itself says.)
+    pub about_dst: bool,
 }
 
 /// One packet as the engine hands it to `inspect`.
@@ -748,6 +754,9 @@ impl RuleSet {
                 category: r.category,
                 priority: r.priority,
                 action: r.action,
+                about_dst: r
+                    .thresh
+                    .is_some_and(|t| t.track == Track::ByDst && t.kind != ThreshKind::Limit),
             },
             None => RuleInfo {
                 gid: 0,
@@ -758,6 +767,7 @@ impl RuleSet {
                 category: "",
                 priority: 3,
                 action: Action::Alert,
+                about_dst: false,
             },
         }
     }
