@@ -273,10 +273,13 @@ fn main() {
         s.alerts, s.verdicts[1], s.verdicts[2], s.verdicts[3], s.windows
     );
     println!(
-        "tables           {} flows now, {} hosts now, {} hosts evicted",
+        "tables           {} flows now, {} hosts now, {} hosts evicted; {} addresses held \
+         (seen once), {} dropped before a second sighting",
         engine.flows.table.len(),
         engine.host_counts().active,
-        engine.host_counts().evicted
+        engine.host_counts().evicted,
+        engine.host_counts().held,
+        engine.host_counts().held_dropped
     );
     println!(
         "flows            {} created, {} expired, {} evicted; {} outbox drops",
