@@ -2,6 +2,7 @@
 //! SQLite file and EVE output are checked against counts worked out independently.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use crate::util::scenario::{self, Capture, Rng, SEC, T0};
 use crate::util::{read_eve, run_ok, shared_pcaps, write_pcap, TempDir};
@@ -35,6 +36,24 @@ fn count(db: &std::path::Path, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// `phantomnet replay PCAP --no-model --rules RULES --db DB -c config/phantomnet.toml`, and
+/// `more` arguments.
+fn replay_with_rules(pcap: &Path, rules: &Path, db: &Path, more: &[&str]) {
+    let mut args = vec![
+        "replay",
+        pcap.to_str().unwrap(),
+        "--no-model",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "-c",
+        "config/phantomnet.toml",
+    ];
+    args.extend_from_slice(more);
+    run_ok(&args);
+}
+
 #[test]
 fn replay_writes_exact_counts_to_sqlite_and_eve() {
     let dir = TempDir::new("replay-exact");
@@ -59,19 +78,7 @@ fn replay_writes_exact_counts_to_sqlite_and_eve() {
     )
     .unwrap();
     let (db, eve) = (dir.path("out.db"), dir.path("eve.json"));
-    run_ok(&[
-        "replay",
-        pcap.to_str().unwrap(),
-        "--no-model",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "--eve",
-        eve.to_str().unwrap(),
-        "-c",
-        "config/phantomnet.toml",
-    ]);
+    replay_with_rules(&pcap, &rules, &db, &["--eve", eve.to_str().unwrap()]);
     let nas_sessions = 4; // seconds 0, 5, 10, 15
     assert_eq!(
         count(&db, "SELECT count(*) FROM alerts WHERE sid = 1000001"),
@@ -437,17 +444,7 @@ fn rules_counting_per_destination_are_evidence_against_the_destination() {
     )
     .unwrap();
     let db = dir.path("out.db");
-    run_ok(&[
-        "replay",
-        pcap.to_str().unwrap(),
-        "--no-model",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-        "-c",
-        "config/phantomnet.toml",
-    ]);
+    replay_with_rules(&pcap, &rules, &db, &[]);
     let nas = std::net::Ipv4Addr::from(scenario::NAS).to_string();
     assert_eq!(
         count(&db, "SELECT count(*) FROM alerts WHERE sid = 1000001"),
