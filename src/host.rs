@@ -476,10 +476,6 @@ impl Probation {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.ring.len()
-    }
-
     /// Sightings held now.
     pub fn len(&self) -> usize {
         self.held

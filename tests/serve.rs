@@ -1023,7 +1023,7 @@ fn hostile_clients_do_not_slow_the_loop_and_stay_bounded() {
     let mut results: Vec<(String, Option<&str>, u16)> = Vec::new();
     let (mut base, mut slow, mut flood) = (0.0f64, 0.0f64, 0.0f64);
     let (mut loop_time, mut loop_ticks, mut slow_loop) = (0.0f64, 0.0f64, 0.0f64);
-    for _round in 0..2 {
+    for _ in 0..2 {
         // No clients.
         base = base.max(replay_rate(&pcaps, &cfg, &db, |_| {}));
         // A client that sends its request one byte per second, and one that asks for the
