@@ -133,6 +133,65 @@ fn steady_state_frames_and_seconds_do_not_allocate(judge_thread: bool) {
     );
 }
 
+/// Reading a capture file allocates nothing per frame either, whichever way it is read: the
+/// record buffer, the mapped window and the reader thread's blocks are all set up at open.
+/// Small blocks for the thread, so that the measured frames cycle them thousands of times.
+fn reading_a_capture_does_not_allocate() {
+    use phantomnet::capture::pcap::{PcapReader, ReadMode};
+    use phantomnet::capture::{FrameSource, Next};
+    let dir = util::TempDir::new("zero-alloc-read");
+    let path = dir.path("mixed.pcap");
+    // Five spells of the mixed traffic: over 4 MB, so that `Auto` takes the file as big.
+    let c = mixed(11, 1_700_000_000 * SEC, 60);
+    let frames: Vec<(i64, Vec<u8>)> = (0..5i64)
+        .flat_map(|k| {
+            c.frames
+                .iter()
+                .map(move |(ts, f)| (ts + k * 100 * SEC, f.clone()))
+        })
+        .collect();
+    util::write_pcap(&path, &frames);
+    let size = std::fs::metadata(&path).unwrap().len();
+    for mode in [
+        ReadMode::Auto,
+        ReadMode::Buffered,
+        ReadMode::Mapped,
+        ReadMode::Threaded(4096),
+    ] {
+        let mut r = PcapReader::open_with(&path, mode).unwrap();
+        let mut frames = 0u64;
+        let mut bytes = 0u64;
+        let mut next = |r: &mut PcapReader| match r.next_frame().unwrap() {
+            Next::Frame(f) => {
+                bytes += f.data.len() as u64;
+                true
+            }
+            Next::End => false,
+            Next::Idle(_) => panic!("a file gave Idle"),
+        };
+        for _ in 0..1000 {
+            assert!(next(&mut r));
+        }
+        count_other_threads(true);
+        let before = allocations();
+        while next(&mut r) {
+            frames += 1;
+        }
+        let allocs = allocations() - before;
+        count_other_threads(false);
+        eprintln!("{mode:?}: {frames} frames, {bytes} bytes of {size}: {allocs} allocations");
+        assert!(frames >= 10_000, "only {frames} frames measured");
+        assert!(
+            size > 4096 * 1000,
+            "the blocks must cycle many times ({size} bytes)"
+        );
+        assert_eq!(
+            allocs, 0,
+            "{mode:?}: {allocs} allocations reading {frames} frames"
+        );
+    }
+}
+
 fn counting_allocator_sees_allocations() {
     // The tests above would pass vacuously if counting did not work.
     let (v, n) = counted(|| vec![1u8; 100]);
@@ -149,7 +208,7 @@ fn counting_allocator_sees_allocations() {
 }
 
 fn main() {
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "counting_allocator_sees_allocations",
             counting_allocator_sees_allocations,
@@ -160,6 +219,10 @@ fn main() {
         ("steady_state_with_the_judge_thread", || {
             steady_state_frames_and_seconds_do_not_allocate(true)
         }),
+        (
+            "reading_a_capture_does_not_allocate",
+            reading_a_capture_does_not_allocate,
+        ),
     ];
     // `cargo test` passes the harness's arguments (a name filter, --nocapture ...): a
     // filter selects tests by name as the harness would; options are ignored.
