@@ -302,6 +302,10 @@ mod pipe {
         closed: bool,
         /// The thread has stopped (after its last block, or in a panic).
         stopped: bool,
+        /// Each side waiting for the other: only then is it woken (a `notify` is a system
+        /// call even with nobody waiting).
+        reader_waits: bool,
+        thread_waits: bool,
     }
 
     struct Shared {
@@ -329,8 +333,9 @@ mod pipe {
         err: Option<io::Error>,
         shared: Arc<Shared>,
         thread: Option<JoinHandle<()>>,
-        /// Times the reader found no block ready and waited for the thread.
+        /// Times the reader found no block ready and waited for the thread, and how long.
         waits: u64,
+        waited: std::time::Duration,
     }
 
     impl Pipe {
@@ -347,6 +352,8 @@ mod pipe {
                     full: VecDeque::with_capacity(PIPE_BLOCKS),
                     closed: false,
                     stopped: false,
+                    reader_waits: false,
+                    thread_waits: false,
                 }),
                 filled: Condvar::new(),
                 emptied: Condvar::new(),
@@ -364,6 +371,7 @@ mod pipe {
                 shared,
                 thread: Some(thread),
                 waits: 0,
+                waited: std::time::Duration::ZERO,
             })
         }
 
@@ -394,7 +402,12 @@ mod pipe {
                 let old = std::mem::take(&mut self.cur);
                 if !old.is_empty() {
                     q.empty.push_back(old);
-                    self.shared.emptied.notify_one();
+                    // The thread is woken once half the blocks are free, to refill them in
+                    // one go: a quarter of the wake-ups (and of the loop's system calls).
+                    if q.thread_waits && 2 * q.empty.len() >= PIPE_BLOCKS {
+                        q.thread_waits = false;
+                        self.shared.emptied.notify_one();
+                    }
                 }
                 loop {
                     if let Some(f) = q.full.pop_front() {
@@ -404,11 +417,19 @@ mod pipe {
                         break None;
                     }
                     self.waits += 1;
+                    let t = std::time::Instant::now();
+                    if q.thread_waits {
+                        // (Fewer than half were free: the thread must not wait for more.)
+                        q.thread_waits = false;
+                        self.shared.emptied.notify_one();
+                    }
+                    q.reader_waits = true;
                     q = self
                         .shared
                         .filled
                         .wait(q)
                         .unwrap_or_else(PoisonError::into_inner);
+                    self.waited += t.elapsed();
                 }
             };
             let Some(f) = f else {
@@ -436,13 +457,73 @@ mod pipe {
             // The thread ends at its next look at the queues, after at most the `read`
             // it is in.
             log::debug!(
-                "capture reader thread: the loop found no block ready {} times",
-                self.waits
+                "capture reader thread: the loop found no block ready {} times, waited {} ms",
+                self.waits,
+                self.waited.as_millis()
             );
             self.shared.lock().closed = true;
             self.shared.emptied.notify_one();
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
+            }
+        }
+    }
+
+    /// Marks the thread stopped however it ends, so the reader never waits for it in vain.
+    struct Stopped<'a>(&'a Shared);
+
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.lock().stopped = true;
+            self.0.filled.notify_one();
+        }
+    }
+
+    /// The thread: fills each block it is given, until the file ends, a read fails or
+    /// the reader is dropped.
+    fn run(mut file: File, shared: &Shared) {
+        let _stopped = Stopped(shared);
+        // Like the other helpers: woken, it does not preempt the packet loop on its core.
+        crate::sched::set_this_thread_or_log(crate::sched::Policy::Batch);
+        loop {
+            let mut buf = {
+                let mut q = shared.lock();
+                loop {
+                    if q.closed {
+                        return;
+                    }
+                    if let Some(b) = q.empty.pop_front() {
+                        break b;
+                    }
+                    q.thread_waits = true;
+                    q = shared
+                        .emptied
+                        .wait(q)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let mut len = 0;
+            let mut err = None;
+            while len < buf.len() {
+                match file.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            let last = len < buf.len() || err.is_some();
+            let mut q = shared.lock();
+            q.full.push_back(Filled { buf, len, err });
+            if q.reader_waits || last {
+                q.reader_waits = false;
+                shared.filled.notify_one();
+            }
+            if last {
+                return;
             }
         }
     }
@@ -453,8 +534,7 @@ mod pipe {
         use std::io::Write;
 
         fn temp_file(bytes: &[u8], name: &str) -> File {
-            let path =
-                std::env::temp_dir().join(format!("pn-pipe-{name}-{}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("pn-pipe-{name}-{}", std::process::id()));
             File::create(&path).unwrap().write_all(bytes).unwrap();
             let file = File::open(&path).unwrap();
             std::fs::remove_file(&path).unwrap();
@@ -510,59 +590,6 @@ mod pipe {
             assert_eq!(p.fill_buf().unwrap().len(), 512);
             std::thread::sleep(std::time::Duration::from_millis(20));
             drop(p);
-        }
-    }
-
-    /// Marks the thread stopped however it ends, so the reader never waits for it in vain.
-    struct Stopped<'a>(&'a Shared);
-
-    impl Drop for Stopped<'_> {
-        fn drop(&mut self) {
-            self.0.lock().stopped = true;
-            self.0.filled.notify_one();
-        }
-    }
-
-    /// The thread: fills each block it is given, until the file ends, a read fails or
-    /// the reader is dropped.
-    fn run(mut file: File, shared: &Shared) {
-        let _stopped = Stopped(shared);
-        loop {
-            let mut buf = {
-                let mut q = shared.lock();
-                loop {
-                    if q.closed {
-                        return;
-                    }
-                    if let Some(b) = q.empty.pop_front() {
-                        break b;
-                    }
-                    q = shared
-                        .emptied
-                        .wait(q)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-            };
-            let mut len = 0;
-            let mut err = None;
-            while len < buf.len() {
-                match file.read(&mut buf[len..]) {
-                    Ok(0) => break,
-                    Ok(n) => len += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
-                }
-            }
-            let last = len < buf.len() || err.is_some();
-            let mut q = shared.lock();
-            q.full.push_back(Filled { buf, len, err });
-            shared.filled.notify_one();
-            if last {
-                return;
-            }
         }
     }
 }
