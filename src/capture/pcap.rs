@@ -5,12 +5,10 @@
 //!
 //! Everything decided per file (format, byte order, link type, resolution) is decided once,
 //! when the file header, section header or interface description is read — never per
-//! record. A regular file of 1 MiB or more is read ahead by a thread of its own into eight
-//! 128 KiB blocks on a machine of several cores, or mapped into memory (a 512 KiB window
-//! moved along it) on one of a single core; anything else through a `BufReader`. Plus one
-//! record buffer allocated at open; frames borrow the blocks, the mapping or those buffers,
-//! so memory does not depend on the file size (docs/DECISIONS.md, "Fourth `unsafe`
-//! exception" and "A reader thread for capture files"). Every error names the file and the
+//! record. The reader maps a regular file of 1 MiB or more into memory (a 512 KiB window moved
+//! along it) or else owns a `BufReader`, plus one record buffer allocated at
+//! open; frames borrow the mapping or those buffers, so memory does not depend on the file
+//! size (docs/DECISIONS.md, "Fourth `unsafe` exception"). Every error names the file and the
 //! byte offset of the record (or header) at fault.
 
 use std::fs::File;
@@ -151,19 +149,13 @@ fn pad4(n: usize) -> usize {
 /// How a capture file's bytes reach the reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {
-    /// A regular file of at least `MAP_MIN` bytes is read by a thread of its own on a
-    /// machine of more than one core, mapped into memory on one of a single core (records
-    /// are lent straight from the page cache, no copy); anything else through a buffer.
+    /// Mapped into memory when it is a regular file of at least `MAP_MIN` bytes (records
+    /// are lent straight from the page cache, no copy), read through a buffer otherwise.
     Auto,
     /// Always through the 128 KiB read-ahead buffer (`read` system calls).
     Buffered,
     /// Mapped whenever the file is a regular, non-empty file.
     Mapped,
-    /// Read by a thread of its own into blocks of this many bytes (at least 1), handed
-    /// to the reader full and back empty: reading, and waiting for the disk, happen on
-    /// another core than the packet loop's. `Auto` chooses it (with 128 KiB blocks) for a
-    /// regular file of at least `MAP_MIN` bytes when the machine has more than one core.
-    Threaded(usize),
 }
 
 /// Files smaller than this are read through the buffer: mapping them gains nothing.
@@ -196,7 +188,6 @@ const MAP_READ_AHEAD: usize = 16 << 20;
 /// The same four operations as `BufRead` (`buffer`, `consume`, `fill_buf`, `read`).
 enum Src {
     Buffered(BufReader<File>),
-    Threaded(pipe::Pipe),
     Mapped {
         map: map::Mapping,
         /// Offset of the next unconsumed byte.
@@ -210,7 +201,6 @@ impl Src {
     fn buffer(&self) -> &[u8] {
         match self {
             Src::Buffered(rd) => rd.buffer(),
-            Src::Threaded(p) => p.buffer(),
             Src::Mapped { map, pos } => map.from(*pos),
         }
     }
@@ -219,7 +209,6 @@ impl Src {
     fn consume(&mut self, n: usize) {
         match self {
             Src::Buffered(rd) => rd.consume(n),
-            Src::Threaded(p) => p.consume(n),
             Src::Mapped { map, pos } => {
                 *pos = (*pos + n).min(map.len());
                 // A failed move leaves no window: the next `fill_buf` or `read` tries again
@@ -232,7 +221,6 @@ impl Src {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         match self {
             Src::Buffered(rd) => rd.fill_buf(),
-            Src::Threaded(p) => p.fill_buf(),
             Src::Mapped { map, pos } => {
                 if map.from(*pos).is_empty() && *pos < map.len() {
                     map.move_to(*pos)?;
@@ -245,351 +233,13 @@ impl Src {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Src::Buffered(rd) => rd.read(buf),
-            Src::Threaded(_) | Src::Mapped { .. } => {
+            Src::Mapped { .. } => {
                 let avail = self.fill_buf()?;
                 let n = avail.len().min(buf.len());
                 buf[..n].copy_from_slice(&avail[..n]);
                 self.consume(n);
                 Ok(n)
             }
-        }
-    }
-}
-
-/// Blocks a `Threaded` reader cycles through: the one being parsed, and the rest read
-/// ahead (or being read). With `PIPE_BLOCK` that is 1 MiB, ~3 ms of the loop's work on the
-/// benchmark capture: on two cores the thread shares its core with the judge and the
-/// writer and is not always scheduled at once. With 4 blocks (512 KiB) the loop found none
-/// ready over a thousand times a run and lost more than the thread saved it; with 8, 4 to
-/// 13 times.
-const PIPE_BLOCKS: usize = 8;
-
-/// A `Threaded` reader's block size when `Auto` chooses it.
-const PIPE_BLOCK: usize = 128 << 10;
-
-/// A capture file read ahead by a thread of its own (`ReadMode::Threaded`). The thread
-/// fills fixed blocks with `read` and queues them; the reader parses one block while the
-/// thread reads the next ones, and gives each back once it has moved past it, so the same
-/// few blocks serve the whole file (no allocation after opening). The packet loop then
-/// spends nothing on system calls, page faults, TLB shootdowns or waiting for the disk: on
-/// a machine of two or more cores they move to another core (docs/DECISIONS.md, "A reader
-/// thread for capture files").
-mod pipe {
-    use std::collections::VecDeque;
-    use std::fs::File;
-    use std::io::{self, Read};
-    use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-    use std::thread::JoinHandle;
-
-    use super::PIPE_BLOCKS;
-
-    /// A block the thread filled: `len` bytes of `buf`, and the error that stopped it
-    /// after them, if any. A block shorter than its buffer is the last.
-    struct Filled {
-        buf: Vec<u8>,
-        len: usize,
-        err: Option<io::Error>,
-    }
-
-    /// The two queues between the reader and its thread. (A mutex and two condition
-    /// variables rather than `std::sync::mpsc`: a channel allocates the first time each
-    /// side waits, at a moment that depends on scheduling, which the zero-allocation test
-    /// would see; these queues never hold more than the blocks made at the start.)
-    struct Queues {
-        empty: VecDeque<Vec<u8>>,
-        full: VecDeque<Filled>,
-        /// The reader was dropped: the thread stops.
-        closed: bool,
-        /// The thread has stopped (after its last block, or in a panic).
-        stopped: bool,
-        /// Each side waiting for the other: only then is it woken (a `notify` is a system
-        /// call even with nobody waiting).
-        reader_waits: bool,
-        thread_waits: bool,
-    }
-
-    struct Shared {
-        q: Mutex<Queues>,
-        /// Signalled when a block is filled, or the thread stops.
-        filled: Condvar,
-        /// Signalled when a block is given back, or the reader is dropped.
-        emptied: Condvar,
-    }
-
-    impl Shared {
-        fn lock(&self) -> MutexGuard<'_, Queues> {
-            self.q.lock().unwrap_or_else(PoisonError::into_inner)
-        }
-    }
-
-    pub struct Pipe {
-        /// The block being parsed (empty, with no room, before the first).
-        cur: Vec<u8>,
-        len: usize,
-        pos: usize,
-        /// The last block came: nothing more to wait for.
-        ended: bool,
-        /// What stopped the thread, reported once the bytes before it are consumed.
-        err: Option<io::Error>,
-        shared: Arc<Shared>,
-        thread: Option<JoinHandle<()>>,
-        /// Times the reader found no block ready and waited for the thread, and how long.
-        waits: u64,
-        waited: std::time::Duration,
-    }
-
-    impl Pipe {
-        /// Starts the thread reading `file` (from its current offset) into blocks of
-        /// `block` bytes (at least 1).
-        pub fn start(file: File, block: usize) -> io::Result<Pipe> {
-            let mut empty = VecDeque::with_capacity(PIPE_BLOCKS);
-            for _ in 0..PIPE_BLOCKS {
-                empty.push_back(vec![0u8; block.max(1)]);
-            }
-            let shared = Arc::new(Shared {
-                q: Mutex::new(Queues {
-                    empty,
-                    full: VecDeque::with_capacity(PIPE_BLOCKS),
-                    closed: false,
-                    stopped: false,
-                    reader_waits: false,
-                    thread_waits: false,
-                }),
-                filled: Condvar::new(),
-                emptied: Condvar::new(),
-            });
-            let theirs = Arc::clone(&shared);
-            let thread = std::thread::Builder::new()
-                .name("pn-reader".into())
-                .spawn(move || run(file, &theirs))?;
-            Ok(Pipe {
-                cur: Vec::new(),
-                len: 0,
-                pos: 0,
-                ended: false,
-                err: None,
-                shared,
-                thread: Some(thread),
-                waits: 0,
-                waited: std::time::Duration::ZERO,
-            })
-        }
-
-        #[inline]
-        pub fn buffer(&self) -> &[u8] {
-            self.cur.get(self.pos..self.len).unwrap_or(&[])
-        }
-
-        #[inline]
-        pub fn consume(&mut self, n: usize) {
-            self.pos = (self.pos + n).min(self.len);
-        }
-
-        /// The rest of the current block, or the next block once this one is consumed
-        /// (empty at the end of the file; the thread's error once the bytes read before it
-        /// are consumed).
-        pub fn fill_buf(&mut self) -> io::Result<&[u8]> {
-            if self.pos < self.len || self.ended {
-                if self.pos >= self.len {
-                    if let Some(e) = self.err.take() {
-                        return Err(e);
-                    }
-                }
-                return Ok(self.buffer());
-            }
-            let f = {
-                let mut q = self.shared.lock();
-                let old = std::mem::take(&mut self.cur);
-                if !old.is_empty() {
-                    q.empty.push_back(old);
-                    // The thread is woken once half the blocks are free, to refill them in
-                    // one go: a quarter of the wake-ups (and of the loop's system calls).
-                    if q.thread_waits && 2 * q.empty.len() >= PIPE_BLOCKS {
-                        q.thread_waits = false;
-                        self.shared.emptied.notify_one();
-                    }
-                }
-                loop {
-                    if let Some(f) = q.full.pop_front() {
-                        break Some(f);
-                    }
-                    if q.stopped {
-                        break None;
-                    }
-                    self.waits += 1;
-                    let t = std::time::Instant::now();
-                    if q.thread_waits {
-                        // (Fewer than half were free: the thread must not wait for more.)
-                        q.thread_waits = false;
-                        self.shared.emptied.notify_one();
-                    }
-                    q.reader_waits = true;
-                    q = self
-                        .shared
-                        .filled
-                        .wait(q)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    self.waited += t.elapsed();
-                }
-            };
-            let Some(f) = f else {
-                self.ended = true;
-                self.len = 0;
-                self.pos = 0;
-                return Err(io::Error::other("the capture reader thread stopped"));
-            };
-            self.ended = f.len < f.buf.len() || f.err.is_some();
-            self.cur = f.buf;
-            self.len = f.len;
-            self.pos = 0;
-            self.err = f.err;
-            if self.len == 0 {
-                if let Some(e) = self.err.take() {
-                    return Err(e);
-                }
-            }
-            Ok(self.buffer())
-        }
-    }
-
-    impl Drop for Pipe {
-        fn drop(&mut self) {
-            // The thread ends at its next look at the queues, after at most the `read`
-            // it is in.
-            log::debug!(
-                "capture reader thread: the loop found no block ready {} times, waited {} ms",
-                self.waits,
-                self.waited.as_millis()
-            );
-            self.shared.lock().closed = true;
-            self.shared.emptied.notify_one();
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-        }
-    }
-
-    /// Marks the thread stopped however it ends, so the reader never waits for it in vain.
-    struct Stopped<'a>(&'a Shared);
-
-    impl Drop for Stopped<'_> {
-        fn drop(&mut self) {
-            self.0.lock().stopped = true;
-            self.0.filled.notify_one();
-        }
-    }
-
-    /// The thread: fills each block it is given, until the file ends, a read fails or
-    /// the reader is dropped.
-    fn run(mut file: File, shared: &Shared) {
-        let _stopped = Stopped(shared);
-        // Like the other helpers: woken, it does not preempt the packet loop on its core.
-        crate::sched::set_this_thread_or_log(crate::sched::Policy::Batch);
-        loop {
-            let mut buf = {
-                let mut q = shared.lock();
-                loop {
-                    if q.closed {
-                        return;
-                    }
-                    if let Some(b) = q.empty.pop_front() {
-                        break b;
-                    }
-                    q.thread_waits = true;
-                    q = shared
-                        .emptied
-                        .wait(q)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-            };
-            let mut len = 0;
-            let mut err = None;
-            while len < buf.len() {
-                match file.read(&mut buf[len..]) {
-                    Ok(0) => break,
-                    Ok(n) => len += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
-                }
-            }
-            let last = len < buf.len() || err.is_some();
-            let mut q = shared.lock();
-            q.full.push_back(Filled { buf, len, err });
-            if q.reader_waits || last {
-                q.reader_waits = false;
-                shared.filled.notify_one();
-            }
-            if last {
-                return;
-            }
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use std::io::Write;
-
-        fn temp_file(bytes: &[u8], name: &str) -> File {
-            let path = std::env::temp_dir().join(format!("pn-pipe-{name}-{}", std::process::id()));
-            File::create(&path).unwrap().write_all(bytes).unwrap();
-            let file = File::open(&path).unwrap();
-            std::fs::remove_file(&path).unwrap();
-            file
-        }
-
-        /// Everything the pipe hands out, in pieces of at most `take` bytes.
-        fn drain(p: &mut Pipe, take: usize) -> Vec<u8> {
-            let mut got = Vec::new();
-            loop {
-                let b = p.fill_buf().unwrap();
-                if b.is_empty() {
-                    return got;
-                }
-                let n = b.len().min(take);
-                got.extend_from_slice(&b[..n]);
-                p.consume(n);
-            }
-        }
-
-        #[test]
-        fn hands_out_the_file_in_order_through_recycled_blocks() {
-            let bytes: Vec<u8> = (0..100_003u32).map(|i| (i * 7 + i / 251) as u8).collect();
-            let file = temp_file(&bytes, "order");
-            for (block, take) in [(1, 1), (3, 2), (4096, 1000), (1 << 20, 77)] {
-                let mut p = Pipe::start(file.try_clone().unwrap(), block).unwrap();
-                // (Each handle shares the file offset: rewind for the next round.)
-                assert_eq!(drain(&mut p, take), bytes, "blocks of {block}");
-                assert!(p.fill_buf().unwrap().is_empty(), "the end stays the end");
-                std::io::Seek::rewind(&mut &file).unwrap();
-            }
-            // An empty file: the end at once.
-            let mut p = Pipe::start(temp_file(&[], "empty"), 16).unwrap();
-            assert!(p.fill_buf().unwrap().is_empty());
-        }
-
-        #[test]
-        fn a_read_error_is_reported_then_the_end() {
-            // A directory opens, and `read` on it fails (EISDIR): the first fill says so.
-            let dir = File::open(std::env::temp_dir()).unwrap();
-            let mut p = Pipe::start(dir, 64).unwrap();
-            let e = p.fill_buf().unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
-            assert!(p.fill_buf().unwrap().is_empty(), "then the end");
-        }
-
-        #[test]
-        fn dropping_it_midway_stops_the_thread() {
-            // Far more than the blocks hold: the thread waits for an empty block when the
-            // reader goes away, and must not keep it waiting (the test would hang).
-            let file = temp_file(&vec![5u8; 64 << 10], "drop");
-            let mut p = Pipe::start(file, 512).unwrap();
-            assert_eq!(p.fill_buf().unwrap().len(), 512);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            drop(p);
         }
     }
 }
@@ -932,9 +582,8 @@ impl Input {
     }
 }
 
-/// A reader thread or a mapping when `mode` asks for one and the file is a regular file big
-/// enough (a thread that cannot start falls back to the mapping); otherwise (a pipe, a
-/// device, an empty or small file, or a kernel that refuses) the read-ahead buffer.
+/// Maps the file when `mode` asks for it and it is a regular file big enough; otherwise (a
+/// pipe, a device, an empty or small file, or a kernel that refuses) the read-ahead buffer.
 fn open_src(file: File, mode: ReadMode, path: &str) -> Result<Src, CaptureError> {
     let meta = file.metadata().map_err(|source| CaptureError::Open {
         path: path.to_string(),
@@ -943,22 +592,8 @@ fn open_src(file: File, mode: ReadMode, path: &str) -> Result<Src, CaptureError>
     let min = match mode {
         ReadMode::Buffered => u64::MAX,
         ReadMode::Auto => MAP_MIN,
-        ReadMode::Mapped | ReadMode::Threaded(_) => 1,
+        ReadMode::Mapped => 1,
     };
-    let threaded = match mode {
-        ReadMode::Threaded(block) => Some(block),
-        ReadMode::Auto if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) => {
-            Some(PIPE_BLOCK)
-        }
-        _ => None,
-    };
-    if let (true, Some(block)) = (meta.is_file() && meta.len() >= min, threaded) {
-        // (A handle of the thread's own: if it cannot start, this one is still open.)
-        match file.try_clone().and_then(|f| pipe::Pipe::start(f, block)) {
-            Ok(p) => return Ok(Src::Threaded(p)),
-            Err(e) => log::debug!("{path}: no reader thread ({e}); reading it in the loop"),
-        }
-    }
     if meta.is_file() && meta.len() >= min {
         if let Ok(len) = usize::try_from(meta.len()) {
             match map::Mapping::new(&file, len) {
