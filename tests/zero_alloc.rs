@@ -168,13 +168,11 @@ fn reading_a_capture_does_not_allocate() {
         for _ in 0..1000 {
             assert!(next(&mut r));
         }
-        count_other_threads(true);
-        let before = allocations();
-        while next(&mut r) {
-            frames += 1;
-        }
-        let allocs = allocations() - before;
-        count_other_threads(false);
+        let ((), allocs) = counted(|| {
+            while next(&mut r) {
+                frames += 1;
+            }
+        });
         eprintln!("{mode:?}: {frames} frames, {bytes} bytes of {size}: {allocs} allocations");
         assert!(frames >= 10_000, "only {frames} frames measured");
         assert!(
