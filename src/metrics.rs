@@ -262,41 +262,43 @@ pub fn render(
         "Flows ended by an idle timeout.",
         engine.flows.expired as f64,
     );
+    // One snapshot for all the host figures, so they agree with each other.
+    let hosts = engine.host_counts();
     m.single(
         "phantomnet_hosts_active",
         Gauge,
         "Hosts in the host table.",
-        engine.host_counts().active as f64,
+        hosts.active as f64,
     );
     m.single(
         "phantomnet_hosts_capacity",
         Gauge,
         "Size of the host table.",
-        engine.host_counts().capacity as f64,
+        hosts.capacity as f64,
     );
     m.single(
         "phantomnet_hosts_evicted_total",
         Counter,
         "Hosts evicted because the table was full.",
-        engine.host_counts().evicted as f64,
+        hosts.evicted as f64,
     );
     m.single(
         "phantomnet_hosts_held",
         Gauge,
         "Addresses seen once, held until they show up again before they get a host.",
-        engine.host_counts().held as f64,
+        hosts.held as f64,
     );
     m.single(
         "phantomnet_hosts_held_dropped_total",
         Counter,
         "Addresses seen once and dropped before they showed up again (spoofed floods).",
-        engine.host_counts().held_dropped as f64,
+        hosts.held_dropped as f64,
     );
     m.single(
         "phantomnet_hosts_expired_total",
         Counter,
         "Hosts forgotten after an idle timeout.",
-        engine.host_counts().expired as f64,
+        hosts.expired as f64,
     );
     m.single(
         "phantomnet_rules_loaded",
