@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side on one capture: tcpdump (the I/O floor), Suricata 7 and PhantomNet with the
-# same rules, each RUNS times; prints medians of wall time, CPU time and peak RSS, and the
-# ratios. Wall time suffers on a busy machine; CPU time (user + sys) is the steadier figure.
+# same rules, each RUNS times; prints medians of wall time, CPU time and peak RSS, the
+# ratios, and each run's own PhantomNet / tcpdump wall ratio. Wall time suffers on a busy
+# machine; CPU time (user + sys) is the steadier figure.
 #
 # usage: scripts/side-by-side.sh [BENCH.pcap]      (default /tmp/bench.pcap)
 # env:   RUNS (default 5), PHANTOMNET (binary; default target/pgo/phantomnet, the
@@ -101,6 +102,11 @@ p, s, t = med["phantomnet"], med["suricata"], med["tcpdump"]
 print()
 print(f"PhantomNet / Suricata:  wall {p[0]/s[0]:.3f} (target <= 0.1), cpu {p[1]/s[1]:.3f}, RSS {p[2]/s[2]:.3f} (target <= 0.2)")
 print(f"PhantomNet / tcpdump:   wall {p[0]/t[0]:.2f} (target <= 3), cpu {p[1]/t[1]:.2f}")
+# The floor moves as much as PhantomNet does between runs: each run's own ratio (the two
+# tools ran seconds apart, Suricata between them) shows the spread behind the median.
+pairs = sorted(b[0] / a[0] for a, b in zip(rows["tcpdump"], rows["phantomnet"]) if a[0] > 0)
+if pairs:
+    print(f"  run by run:           {' '.join(f'{r:.2f}' for r in pairs)} (sorted)")
 q = med["pn-noflows"]
 print(f"(pn-noflows: [output] flows = false; / Suricata wall {q[0]/s[0]:.3f}, / tcpdump wall {q[0]/t[0]:.2f})")
 PY
