@@ -140,39 +140,76 @@ struct Slot {
     nuniq: u8,
 }
 
-/// The tracking table: entries in `slots`, found through an open-addressing index (twice
-/// the capacity, allocated zeroed at start-up), so a match costs one hash, one probe and no
-/// allocation.
+/// A key's first match, held in the ring of first sightings: the state its entry would have
+/// after that match, in 24 bytes instead of a 64-byte entry and a line of distinct ports.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    /// The key's hash. A held key is recognised by it (the index holds its low half): with
+    /// the per-process seed two live keys share all 64 bits with odds of ~2^-64. The index
+    /// also finds the place again by it when the ring reuses it.
+    hash: u64,
+    start: Micros,
+    /// The first port, when distinct ports are counted.
+    port: u16,
+    count: u8,
+    nuniq: u8,
+    live: bool,
+}
+
+/// The tracking table, in two tiers found through one open-addressing index (ids below
+/// `cap` are full entries, ids from `cap` up are places in the ring), so a match costs one
+/// hash and one probe, and no allocation:
+/// - a key's first match takes a place in a ring of first sightings (the doorkeeper),
+///   replaced oldest first;
+/// - its next match while still held promotes it to a full entry in `slots` (with the state
+///   the first match left), replaced round-robin when the table is full.
+///
+/// A spoofed flood's keys match once each (the SYN-scan rule tracks every spoofed source),
+/// so they churn the ring and leave the full entries alone. With one tier they also evicted
+/// the keys matched over and over, the flood's own victim (tracked per destination) every
+/// `cap` spoofed sources, whose `limit` and `both` thresholds then counted from nothing and
+/// alerted again: on the benchmark capture the SYN-flood rule alerted 192 times instead of
+/// once per burst. Which entries survive depends on the order of the traffic only, never on
+/// the hash seed.
 #[derive(Debug)]
 pub struct Tracker {
     index: ProbeIndex,
     seed: u64,
     slots: Vec<Slot>,
     /// Each entry's hash, beside it: an eviction finds the old key's index position without
-    /// hashing the key again (a flood of new sources evicts on every match).
+    /// hashing the key again.
     hashes: Vec<u64>,
     uniq: Vec<[u16; UNIQ_CAP]>,
-    /// Entries at most; `slots` (and `uniq`) fill up to it as keys arrive, so unused
-    /// capacity is reserved address space, not resident memory (0.7 MB at start-up before).
+    /// Full entries at most, and places in the ring; `slots`, `uniq` and `held` fill up to
+    /// it as keys arrive, so unused capacity is reserved address space, not resident memory.
     cap: usize,
     next: usize,
-    /// Entries evicted because the table was full.
+    held: Vec<Held>,
+    /// The ring's next place (its oldest sighting once it is full).
+    hnext: usize,
+    /// Full entries evicted because the table was full.
     pub evicted: u64,
+    /// First sightings replaced before their key matched again.
+    pub dropped: u64,
 }
 
 impl Tracker {
-    /// `cap` entries (at least 1); `unique` reserves distinct-port storage per entry.
+    /// `cap` entries and as many first sightings (at least 1); `unique` reserves
+    /// distinct-port storage per entry.
     pub fn new(cap: usize, unique: bool) -> Tracker {
         let cap = cap.max(1);
         Tracker {
-            index: ProbeIndex::new(cap),
+            index: ProbeIndex::new(cap * 2),
             seed: random_seed(),
             slots: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
             uniq: Vec::with_capacity(if unique { cap } else { 0 }),
             cap,
             next: 0,
+            held: Vec::with_capacity(cap),
+            hnext: 0,
             evicted: 0,
+            dropped: 0,
         }
     }
 
@@ -180,80 +217,152 @@ impl Tracker {
     pub fn check(&mut self, spec: &ThreshSpec, key: TKey, ts: Micros, port: u16) -> bool {
         let window = i64::from(spec.seconds) * 1_000_000;
         let h = key.hash_with(self.seed);
-        let slots = &self.slots;
-        let (idx, created) = match self.index.find(h, |s| slots[s as usize].key == key) {
-            Some((_, i)) => (i as usize, false),
+        let (slots, held, cap) = (&self.slots, &self.held, self.cap);
+        let found = self
+            .index
+            .find(h, |id| match (id as usize).checked_sub(cap) {
+                None => slots[id as usize].key == key,
+                Some(r) => held[r].hash == h,
+            });
+        let idx = match found {
+            Some((_, id)) if (id as usize) < cap => id as usize,
+            Some((at, id)) => {
+                // Matched again while held: a full entry, with the state the first match left.
+                self.index.remove_at(at);
+                let first = std::mem::take(&mut self.held[id as usize - cap]);
+                self.promote(key, h, &first)
+            }
             None => {
-                let slot = Slot {
+                let mut slot = Slot {
                     key,
                     start: ts,
                     count: 0,
                     nuniq: 0,
                 };
-                let i = if self.slots.len() < self.cap {
-                    // Filling up: the next never-used entry (within the reserved capacity).
-                    self.slots.push(slot);
-                    self.hashes.push(h);
-                    if self.uniq.len() < self.uniq.capacity() {
-                        self.uniq.push([0; UNIQ_CAP]);
-                    }
-                    self.slots.len() - 1
-                } else {
-                    // Full: round-robin over the entries, oldest created first.
-                    let i = self.next;
-                    self.next = (self.next + 1) % self.cap;
-                    let old = self.hashes[i];
-                    if let Some((at, _)) = self.index.find(old, |s| s as usize == i) {
-                        self.index.remove_at(at);
-                    }
-                    self.evicted += 1;
-                    self.slots[i] = slot;
-                    self.hashes[i] = h;
-                    i
-                };
-                self.index.insert(h, i as u32);
-                (i, true)
+                let mut first = [0u16; 1];
+                let ports = (self.uniq.capacity() > 0).then_some(&mut first[..]);
+                let alerts = step(spec, &mut slot, ports, ts, port, window, true);
+                self.hold(Held {
+                    hash: h,
+                    start: slot.start,
+                    port: first[0],
+                    // One match: a count of 0 or 1.
+                    count: slot.count.min(u32::from(u8::MAX)) as u8,
+                    nuniq: slot.nuniq,
+                    live: true,
+                });
+                return alerts;
             }
         };
-        let slot = &mut self.slots[idx];
-        // The window starts at the first match and is not sliding (Suricata semantics).
-        if !created && ts - slot.start > window {
-            slot.start = ts;
-            slot.count = 0;
-            slot.nuniq = 0;
-        }
-        if let (Some(_), ThreshKind::DetectionFilter) = (spec.unique_on, spec.kind) {
-            // Past the count every match alerts until the window ends (the distinct count
-            // only grows within a window, and a key always has the same spec): no need to
-            // scan the ports. A scanner past 64 ports made every check scan all 64.
-            if u32::from(slot.nuniq) > spec.count {
-                return true;
-            }
-            if let Some(ports) = self.uniq.get_mut(idx) {
-                let n = usize::from(slot.nuniq);
-                if n < UNIQ_CAP && !ports[..n].contains(&port) {
-                    ports[n] = port;
-                    slot.nuniq += 1;
+        let ports = self.uniq.get_mut(idx).map(|p| &mut p[..]);
+        step(spec, &mut self.slots[idx], ports, ts, port, window, false)
+    }
+
+    /// Holds a first sighting in the ring's next place, replacing the oldest one.
+    fn hold(&mut self, e: Held) {
+        let r = self.hnext;
+        self.hnext = if r + 1 == self.cap { 0 } else { r + 1 };
+        let id = (self.cap + r) as u32;
+        if let Some(&old) = self.held.get(r) {
+            if old.live {
+                if let Some((at, _)) = self.index.find(old.hash, |s| s == id) {
+                    self.index.remove_at(at);
                 }
-                return u32::from(slot.nuniq) > spec.count;
+                self.dropped += 1;
+            }
+            self.held[r] = e;
+        } else {
+            // Filling up: the ring's places are used in order.
+            self.held.push(e);
+        }
+        self.index.insert(e.hash, id);
+    }
+
+    /// A full entry for `key` with the state of its first match.
+    fn promote(&mut self, key: TKey, h: u64, first: &Held) -> usize {
+        let slot = Slot {
+            key,
+            start: first.start,
+            count: u32::from(first.count),
+            nuniq: first.nuniq,
+        };
+        let i = if self.slots.len() < self.cap {
+            // Filling up: the next never-used entry (within the reserved capacity).
+            self.slots.push(slot);
+            self.hashes.push(h);
+            if self.uniq.len() < self.uniq.capacity() {
+                self.uniq.push([0; UNIQ_CAP]);
+            }
+            self.slots.len() - 1
+        } else {
+            // Full: round-robin over the entries, oldest promoted first.
+            let i = self.next;
+            self.next = (self.next + 1) % self.cap;
+            let old = self.hashes[i];
+            if let Some((at, _)) = self.index.find(old, |s| s as usize == i) {
+                self.index.remove_at(at);
+            }
+            self.evicted += 1;
+            self.slots[i] = slot;
+            self.hashes[i] = h;
+            i
+        };
+        if let Some(p) = self.uniq.get_mut(i) {
+            p[0] = first.port;
+        }
+        self.index.insert(h, i as u32);
+        i
+    }
+}
+
+/// Applies one match to an entry (`created`: its first) and says whether it alerts.
+/// `ports` holds its distinct ports when they are counted.
+fn step(
+    spec: &ThreshSpec,
+    slot: &mut Slot,
+    ports: Option<&mut [u16]>,
+    ts: Micros,
+    port: u16,
+    window: i64,
+    created: bool,
+) -> bool {
+    // The window starts at the first match and is not sliding (Suricata semantics).
+    if !created && ts - slot.start > window {
+        slot.start = ts;
+        slot.count = 0;
+        slot.nuniq = 0;
+    }
+    if let (Some(_), ThreshKind::DetectionFilter) = (spec.unique_on, spec.kind) {
+        // Past the count every match alerts until the window ends (the distinct count
+        // only grows within a window, and a key always has the same spec): no need to
+        // scan the ports. A scanner past 64 ports made every check scan all 64.
+        if u32::from(slot.nuniq) > spec.count {
+            return true;
+        }
+        if let Some(ports) = ports {
+            let n = usize::from(slot.nuniq);
+            if n < ports.len() && !ports[..n].contains(&port) {
+                ports[n] = port;
+                slot.nuniq += 1;
+            }
+            return u32::from(slot.nuniq) > spec.count;
+        }
+    }
+    slot.count = slot.count.saturating_add(1);
+    let c = slot.count;
+    match spec.kind {
+        ThreshKind::Limit => c <= spec.count,
+        ThreshKind::Threshold => {
+            if c >= spec.count {
+                // Counting starts again; the window start stays.
+                slot.count = 0;
+                true
+            } else {
+                false
             }
         }
-        slot.count = slot.count.saturating_add(1);
-        let c = slot.count;
-        match spec.kind {
-            ThreshKind::Limit => c <= spec.count,
-            ThreshKind::Threshold => {
-                if c >= spec.count {
-                    // Counting starts again; the window start stays.
-                    slot.count = 0;
-                    true
-                } else {
-                    false
-                }
-            }
-            ThreshKind::Both => c == spec.count,
-            ThreshKind::DetectionFilter => c > spec.count,
-        }
+        ThreshKind::Both => c == spec.count,
+        ThreshKind::DetectionFilter => c > spec.count,
     }
 }
 
@@ -300,35 +409,50 @@ mod tests {
         );
     }
 
-    #[test]
-    fn eviction_keeps_the_table_bounded() {
-        let s = spec(ThreshKind::DetectionFilter, 1, 60);
-        let mut t = Tracker::new(2, false);
-        let k = |a: u128| TKey {
+    fn k(a: u128) -> TKey {
+        TKey {
             a,
             ..TKey::default()
-        };
-        assert!(!t.check(&s, k(1), 0, 0));
-        assert!(!t.check(&s, k(2), 0, 0));
-        assert!(!t.check(&s, k(3), 0, 0)); // evicts key 1
-        assert_eq!(t.evicted, 1);
-        assert!(!t.check(&s, k(1), 0, 0)); // key 1 starts over
-        assert!(t.check(&s, k(1), 1, 0));
+        }
     }
 
-    /// Many keys through a small table: every answer and the eviction count match a plain
-    /// list with the documented semantics (fill, then replace round-robin, oldest created
-    /// first), so the index never loses or invents an entry.
     #[test]
-    fn index_matches_a_round_robin_list() {
+    fn both_tiers_stay_bounded() {
+        let s = spec(ThreshKind::DetectionFilter, 1, 60);
+        let mut t = Tracker::new(2, false);
+        // First matches fill the ring of two first sightings, then replace the oldest.
+        assert!(!t.check(&s, k(1), 0, 0));
+        assert!(!t.check(&s, k(2), 0, 0));
+        assert!(!t.check(&s, k(3), 0, 0)); // replaces key 1's
+        assert_eq!((t.dropped, t.evicted), (1, 0));
+        assert!(!t.check(&s, k(1), 0, 0)); // key 1 starts over, replacing key 2's
+        assert!(t.check(&s, k(1), 1, 0)); // its second match: past the count of 1
+        assert_eq!((t.dropped, t.evicted), (2, 0));
+        // Keys matched again take full entries, replaced round-robin.
+        assert!(t.check(&s, k(3), 2, 0));
+        for key in [4, 4, 5, 5] {
+            t.check(&s, k(key), 3, 0);
+        }
+        assert_eq!(t.evicted, 2, "keys 1 and 3 made room for 4 and 5");
+        assert!(!t.check(&s, k(1), 4, 0), "key 1 starts over");
+        assert!(t.check(&s, k(5), 4, 0));
+    }
+
+    /// Many keys through a small table: every answer and both counters match a plain model
+    /// of the documented semantics (a ring of first sightings replaced oldest first; keys
+    /// matched again while held promoted to full entries, replaced round-robin), so the
+    /// shared index never loses, confuses or invents an entry.
+    #[test]
+    fn index_matches_a_model_of_both_tiers() {
         let s = spec(ThreshKind::Limit, 3, 5);
         let cap = 16;
         let mut t = Tracker::new(cap, false);
-        // (key, window start, count) per slot, in slot order.
-        let mut model: Vec<(TKey, i64, u32)> = Vec::new();
-        let (mut next, mut evicted) = (0, 0u64);
+        // (key, window start, count)
+        let mut full: Vec<(TKey, i64, u32)> = Vec::new();
+        let mut ring: Vec<Option<(TKey, i64, u32)>> = Vec::new();
+        let (mut next, mut hnext, mut evicted, mut dropped) = (0, 0, 0u64, 0u64);
         let mut x: u64 = 0x9e37_79b9;
-        for step in 0..20_000i64 {
+        for step in 0..40_000i64 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -339,34 +463,84 @@ mod tests {
                 ..TKey::default()
             };
             let ts = step * 100_000;
-            let i = match model.iter().position(|e| e.0 == key) {
-                Some(i) => {
-                    if ts - model[i].1 > 5_000_000 {
-                        model[i].1 = ts;
-                        model[i].2 = 0;
-                    }
+            let i = if let Some(i) = full.iter().position(|e| e.0 == key) {
+                i
+            } else if let Some(r) = ring.iter().position(|e| e.is_some_and(|e| e.0 == key)) {
+                let first = ring[r].take().unwrap();
+                if full.len() < cap {
+                    full.push(first);
+                    full.len() - 1
+                } else {
+                    let i = next;
+                    next = (next + 1) % cap;
+                    evicted += 1;
+                    full[i] = first;
                     i
                 }
-                None => {
-                    let i = if model.len() < cap {
-                        model.push((key, ts, 0));
-                        model.len() - 1
-                    } else {
-                        let i = next;
-                        next = (next + 1) % cap;
-                        evicted += 1;
-                        i
-                    };
-                    model[i] = (key, ts, 0);
-                    i
+            } else {
+                if ring.len() < cap {
+                    ring.push(None);
                 }
+                if ring[hnext].is_some() {
+                    dropped += 1;
+                }
+                ring[hnext] = Some((key, ts, 1));
+                hnext = (hnext + 1) % cap;
+                assert!(
+                    t.check(&s, key, ts, 0),
+                    "step {step}: a first match is within the limit"
+                );
+                continue;
             };
-            model[i].2 += 1;
-            let want = model[i].2 <= 3;
+            if ts - full[i].1 > 5_000_000 {
+                full[i].1 = ts;
+                full[i].2 = 0;
+            }
+            full[i].2 += 1;
+            let want = full[i].2 <= 3;
             assert_eq!(t.check(&s, key, ts, 0), want, "step {step}");
         }
-        assert_eq!(t.evicted, evicted);
-        assert!(evicted > 1000, "the test must evict: {evicted}");
+        assert_eq!((t.evicted, t.dropped), (evicted, dropped));
+        assert!(
+            evicted > 1000 && dropped > 1000,
+            "the test must churn both: {evicted} {dropped}"
+        );
+    }
+
+    /// A spoofed flood's keys match once each: they churn the ring and leave alone the key
+    /// matched on every frame, whose `both` threshold alerts once per window. (With one tier
+    /// each flood key evicted an entry, the victim's among them every `cap` keys, so its count
+    /// started over and never reached 100.)
+    #[test]
+    fn a_flood_of_new_keys_leaves_a_busy_key_counting() {
+        let per_dst = ThreshSpec {
+            track: Track::ByDst,
+            ..spec(ThreshKind::Both, 100, 60)
+        };
+        let per_src = ThreshSpec {
+            unique_on: Some(UniqueOn::DstPort),
+            ..spec(ThreshKind::DetectionFilter, 25, 10)
+        };
+        let mut t = Tracker::new(64, true);
+        let victim = TKey {
+            rule: 1,
+            a: 7,
+            ..TKey::default()
+        };
+        let mut alerts = 0;
+        for i in 0..10_000u32 {
+            let ts = i64::from(i) * 1_000;
+            let spoofed = TKey {
+                rule: 2,
+                a: 1_000 + u128::from(i),
+                ..TKey::default()
+            };
+            assert!(!t.check(&per_src, spoofed, ts, 80));
+            alerts += u32::from(t.check(&per_dst, victim, ts, 80));
+        }
+        assert_eq!(alerts, 1);
+        assert_eq!(t.evicted, 0);
+        assert_eq!(t.dropped, 10_000 - 64);
     }
 
     /// The layout the tracker's cache behaviour rests on.
@@ -374,6 +548,7 @@ mod tests {
     fn an_entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::align_of::<Slot>(), 64);
+        assert_eq!(std::mem::size_of::<Held>(), 24);
     }
 
     #[test]
