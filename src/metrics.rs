@@ -306,6 +306,22 @@ pub fn render(
         "Signatures loaded.",
         info.rules_loaded as f64,
     );
+    // Since the rules were (re)loaded: a reload starts a new table.
+    let (evicted, dropped) = engine.rules.as_ref().map_or((0, 0), |r| {
+        (r.tracker_evictions(), r.tracker_first_dropped())
+    });
+    m.single(
+        "phantomnet_threshold_evicted_total",
+        Counter,
+        "Rule threshold entries evicted because the table was full (since the rules were loaded).",
+        evicted as f64,
+    );
+    m.single(
+        "phantomnet_threshold_first_dropped_total",
+        Counter,
+        "Rule threshold keys matched once and dropped before a second match (spoofed floods; since the rules were loaded).",
+        dropped as f64,
+    );
     m.single(
         "phantomnet_intel_entries",
         Gauge,

@@ -469,6 +469,8 @@ fn every_endpoint_answers_from_the_database_and_checks_the_token() {
         "phantomnet_flows_evicted_total",
         "phantomnet_hosts_active",
         "phantomnet_hosts_evicted_total",
+        "phantomnet_threshold_evicted_total",
+        "phantomnet_threshold_first_dropped_total",
         "phantomnet_intel_entries",
         "phantomnet_store_backlog_rows",
         "phantomnet_store_write_failures_total",

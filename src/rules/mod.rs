@@ -783,6 +783,11 @@ impl RuleSet {
         self.tracker.evicted
     }
 
+    /// Threshold keys matched once whose first sighting was replaced before a second match.
+    pub fn tracker_first_dropped(&self) -> u64 {
+        self.tracker.dropped
+    }
+
     /// Number of rule groups (for diagnostics and the scaling test).
     pub fn group_count(&self) -> usize {
         self.groups.len()
