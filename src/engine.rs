@@ -664,6 +664,7 @@ impl Engine {
             };
             self.hits.clear();
             rules.inspect(&ctx, &mut flow.rule_state, &mut self.hits);
+            self.stats.alerts_suppressed += rules.take_suppressed();
             for hit in &self.hits {
                 emit(
                     &mut self.stats,

@@ -609,6 +609,31 @@ alert tcp any any -> any 22 (flags:S; threshold:type both, track by_rule, count 
     assert_eq!(count_over(&mut set3, 3, &seq), 4); // 2nd, 4th, 6th, then 21
     let mut set4 = load_ok(&set_text_sid(4));
     assert_eq!(count_over(&mut set4, 4, &seq), 2); // once per window at the 2nd
+                                                   // What the thresholds kept from alerting is counted (`alerts_suppressed`), once: `set`
+                                                   // holds all four rules, each matching all eight SYNs.
+    assert_eq!(set.take_suppressed(), (8 - 3) + (8 - 2) + (8 - 4) + (8 - 2));
+    assert_eq!(set.take_suppressed(), 0);
+    assert_eq!(set2.take_suppressed(), 8 - 2);
+    assert_eq!(set3.take_suppressed(), 8 - 4);
+    assert_eq!(set4.take_suppressed(), 8 - 2);
+}
+
+/// The engine counts what thresholds kept from alerting (`/metrics`
+/// `phantomnet_alerts_suppressed_total`), and keeps the count across a rule reload.
+#[test]
+fn the_engine_counts_suppressed_alerts() {
+    use phantomnet::engine::{Engine, EngineOptions};
+    let mut e = Engine::new(EngineOptions::default());
+    e.rules = Some(load_ok(&set_text_sid(2))); // limit: one alert per 10 s
+    let syn = tcp(22, 0x02, b"");
+    for t in 0..5 {
+        e.process(t * 1_000_000, &syn);
+    }
+    assert_eq!((e.stats.alerts, e.stats.alerts_suppressed), (1, 4));
+    e.rules = Some(load_ok(&set_text_sid(2)));
+    e.process(5_000_000, &syn);
+    e.process(6_000_000, &syn);
+    assert_eq!((e.stats.alerts, e.stats.alerts_suppressed), (2, 5));
 }
 
 fn set_text_sid(sid: u32) -> String {

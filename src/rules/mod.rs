@@ -299,6 +299,9 @@ pub struct RuleSet {
     groups: Vec<Group>,
     classes: [Class; 4],
     tracker: Tracker,
+    /// Matches a threshold or detection_filter kept from alerting, since the last
+    /// [`RuleSet::take_suppressed`].
+    suppressed: u64,
     cands: Vec<u32>,
     seen: Vec<bool>,
     touched: Vec<u32>,
@@ -521,6 +524,7 @@ impl RuleSet {
             groups: Vec::new(),
             classes: Default::default(),
             tracker: Tracker::new(max_tracked, unique),
+            suppressed: 0,
             cands: Vec::with_capacity(rules.len()),
             seen: Vec::new(),
             touched: Vec::new(),
@@ -788,6 +792,12 @@ impl RuleSet {
         self.tracker.dropped
     }
 
+    /// Matches kept from alerting by a threshold or detection_filter since the last call
+    /// (the engine adds them to its `alerts_suppressed` counter, which outlives a reload).
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+
     /// Number of rule groups (for diagnostics and the scaling test).
     pub fn group_count(&self) -> usize {
         self.groups.len()
@@ -934,12 +944,14 @@ impl RuleSet {
                     _ => m.dst_port,
                 };
                 if !self.tracker.check(&spec, key, pkt.ts, port) {
+                    self.suppressed += 1;
                     continue;
                 }
                 if let Some(lim) = r.limit {
                     // Its own tracking entries: the rule index with the top bit set.
                     let key = thresh_key(ri | LIMIT_KEY, lim.track, m);
                     if !self.tracker.check(&lim, key, pkt.ts, port) {
+                        self.suppressed += 1;
                         continue;
                     }
                 }
