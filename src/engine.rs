@@ -192,6 +192,7 @@ fn host_event(judge: &mut HostStage, outbox: &mut Outbox, stats: &mut Stats, ev:
         HostStage::Inline(j) => j.apply(
             &ev,
             &mut Sink {
+                alerts: &mut outbox.alerts,
                 verdicts: &mut outbox.verdicts,
                 windows: &mut outbox.windows,
                 samples: &mut outbox.samples,
@@ -306,7 +307,9 @@ pub struct Engine {
     /// Host state and judging (inline, or on the `pn-judge` thread).
     judge: HostStage,
     pub arp: ArpWatch,
-    pub rules: Option<RuleSet>,
+    /// Set with [`Engine::set_rules`]: with the judge on its thread, the rules' threshold
+    /// state goes to the judge.
+    rules: Option<RuleSet>,
     pub intel: Option<IntelSet>,
     /// The model the judge scores with (shared with it; set with [`Engine::set_model`]).
     model: Option<Arc<Model>>,
@@ -396,12 +399,58 @@ impl Engine {
         match JudgeThread::start(j, self.opts.outbox, self.stats.timing_disabled) {
             Ok(t) => {
                 self.judge = HostStage::Thread(t);
+                self.hand_thresholds();
                 Ok(())
             }
             Err((e, j)) => {
                 self.judge = HostStage::Inline(j);
                 Err(e)
             }
+        }
+    }
+
+    /// The loaded rules, if any.
+    pub fn rules(&self) -> Option<&RuleSet> {
+        self.rules.as_ref()
+    }
+
+    /// Replaces the rule set (start-up, reload). With the judge on its thread, what it was
+    /// handed so far is applied and collected first (its threshold checks belong to the old
+    /// rules), and the new rules' threshold state goes to it.
+    pub fn set_rules(&mut self, rules: Option<RuleSet>) {
+        if let HostStage::Thread(t) = &mut self.judge {
+            t.sync(true);
+            // Alerts of the old rules join the outbox as the loop's do; the new rules bring
+            // a new table (as on the loop, where the table is part of the rule set).
+            self.sync_judged(false);
+            if let HostStage::Thread(t) = &mut self.judge {
+                t.with_judge(|j| j.thresholds = None);
+            }
+        }
+        self.rules = rules;
+        self.hand_thresholds();
+    }
+
+    /// With the judge on its thread, moves the rules' threshold state to it: the loop then
+    /// leaves thresholded matches to the judge ([`HostEvent::Threshold`]). Their tracking
+    /// table is the largest single cost of the loop in a spoofed flood (README, performance
+    /// item 18), and the judge thread has a core of its own.
+    fn hand_thresholds(&mut self) {
+        let HostStage::Thread(t) = &mut self.judge else {
+            return;
+        };
+        if let Some(th) = self.rules.as_mut().and_then(RuleSet::take_thresholds) {
+            t.with_judge(|j| j.thresholds = Some(th));
+        }
+    }
+
+    /// The rule threshold table's (entries evicted, first sightings dropped) since the
+    /// rules were loaded, wherever it is.
+    pub fn threshold_counts(&self) -> (u64, u64) {
+        match (&self.rules, self.judge.thresh_counts()) {
+            (Some(r), None) => (r.tracker_evictions(), r.tracker_first_dropped()),
+            (_, Some(c)) => c,
+            (None, None) => (0, 0),
         }
     }
 
@@ -425,6 +474,7 @@ impl Engine {
         if let HostStage::Thread(t) = &mut self.judge {
             t.sync(wait);
             t.collect(&mut Sink {
+                alerts: &mut self.outbox.alerts,
                 verdicts: &mut self.outbox.verdicts,
                 windows: &mut self.outbox.windows,
                 samples: &mut self.outbox.samples,
@@ -665,7 +715,42 @@ impl Engine {
             self.hits.clear();
             rules.inspect(&ctx, &mut flow.rule_state, &mut self.hits);
             self.stats.alerts_suppressed += rules.take_suppressed();
+            // Deferred matches (the judge checks their thresholds) go to it in order with
+            // the others' evidence, two to an event.
+            let mut deferred = judge::NO_RULE;
+            let mut silent = 0u8;
+            let ends = if src_judged { judge::SRC } else { 0 }
+                | if dst_judged { judge::DST } else { 0 }
+                | if meta.l3 == L3::Ipv6 { judge::IPV6 } else { 0 };
+            let threshold = |first: u32, second: u32, silent: u8| HostEvent::Threshold {
+                ts,
+                flow_id,
+                src: sa,
+                dst: da,
+                rules: [first, second],
+                src_port: meta.src_port,
+                dst_port: meta.dst_port,
+                proto: meta.ip_proto,
+                flags: ends | silent,
+            };
             for hit in &self.hits {
+                if hit.deferred {
+                    let s = if hit.silent { judge::SILENT[0] } else { 0 };
+                    if deferred == judge::NO_RULE {
+                        (deferred, silent) = (hit.rule, s);
+                    } else {
+                        let s = if hit.silent { judge::SILENT[1] } else { 0 };
+                        let ev = threshold(deferred, hit.rule, silent | s);
+                        host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
+                        deferred = judge::NO_RULE;
+                    }
+                    continue;
+                }
+                if deferred != judge::NO_RULE {
+                    let ev = threshold(deferred, judge::NO_RULE, silent);
+                    host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
+                    deferred = judge::NO_RULE;
+                }
                 emit(
                     &mut self.stats,
                     &mut self.outbox,
@@ -683,6 +768,10 @@ impl Engine {
                 if let Some(ev) = ev {
                     host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
                 }
+            }
+            if deferred != judge::NO_RULE {
+                let ev = threshold(deferred, judge::NO_RULE, silent);
+                host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
             }
         }
         if let Some(t) = t_detect {

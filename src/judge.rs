@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 use crate::config::VerdictConfig;
 use crate::correlate;
 use crate::decode::{Micros, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP};
-use crate::engine::{evaluate, push_bounded, SampleRec, VerdictRec};
+use crate::engine::{evaluate, push_bounded, AlertRec, AlertSource, SampleRec, VerdictRec};
 use crate::events::Level;
 use crate::features::{self, WindowTotals};
 use crate::flow::{addr_from16, Addr16};
 use crate::host::{Bucket, Held, HostTable, Sighting};
 use crate::model::Model;
+use crate::rules::threshold::{DeferredEnds, Thresholds};
 use crate::stats::{Stage, Stats};
 use crate::table::{mix, Slot};
 
@@ -47,6 +48,14 @@ pub const ANSWERED: u8 = 16;
 pub const REJECTED: u8 = 32;
 /// The packet is a DNS query (`dns_len`, `dns_entropy` hold its name's length and entropy).
 pub const DNS_QUERY: u8 = 64;
+
+/// [`HostEvent::Threshold`] flags (besides [`SRC`] and [`DST`]): a later `pass` rule
+/// matched the packet, so the first / second match only counts.
+pub const SILENT: [u8; 2] = [4, 8];
+/// The packet is IPv6 (its addresses are not IPv4-mapped ones).
+pub const IPV6: u8 = 16;
+/// [`HostEvent::Threshold`] `rules` with one match only: the second place is empty.
+pub const NO_RULE: u32 = u32::MAX;
 
 /// What one IP packet means for its two hosts.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +91,23 @@ pub enum HostEvent {
     DstSignature {
         rule: u32,
         priority: u8,
+    },
+    /// Matches of thresholded rules (one or two; [`NO_RULE`] marks an empty second place)
+    /// on the last packet, which the loop left to the judge's [`Thresholds`]: each is
+    /// counted and, when it crosses its threshold, alerts and is signature evidence on the
+    /// last packet's hosts (`flags`: [`SRC`] and [`DST`] say which are judged, [`SILENT`],
+    /// [`IPV6`]). The packet's ends come along: the alert names them, and keys are built
+    /// from them.
+    Threshold {
+        ts: Micros,
+        flow_id: u64,
+        src: Addr16,
+        dst: Addr16,
+        rules: [u32; 2],
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+        flags: u8,
     },
     /// A threat-intel hit on the last packet: list and listed address, on both its hosts.
     Intel {
@@ -119,6 +145,7 @@ pub enum HostEvent {
 /// Where judging puts its results: the engine's outbox and counters (inline), or the
 /// thread's own until the loop collects them.
 pub struct Sink<'a> {
+    pub alerts: &'a mut Vec<AlertRec>,
     pub verdicts: &'a mut Vec<VerdictRec>,
     pub windows: &'a mut Vec<(Micros, [u64; 4])>,
     pub samples: &'a mut Vec<SampleRec>,
@@ -151,6 +178,9 @@ pub struct Judge {
     /// Addresses get a host on their second sighting (see [`crate::host::Probation`]): on
     /// unless windows of a single packet are judged (`min_window_packets` below 2).
     doorkeeper: bool,
+    /// The rule set's threshold state, when the loop leaves thresholded matches to the
+    /// judge ([`HostEvent::Threshold`]; with the judge on its own thread).
+    pub thresholds: Option<Thresholds>,
 }
 
 impl Judge {
@@ -164,6 +194,7 @@ impl Judge {
             last_src: None,
             last_dst: None,
             last_arp: None,
+            thresholds: None,
         }
     }
 
@@ -232,6 +263,7 @@ impl Judge {
                     ev.add_signature(rule, priority);
                 }
             }
+            HostEvent::Threshold { .. } => self.threshold(ev, out),
             HostEvent::Intel { list, addr } => {
                 for last in [Last::Src, Last::Dst] {
                     if let Some(h) = self.admit_seen(last) {
@@ -290,6 +322,112 @@ impl Judge {
             HostEvent::Expire { now } => {
                 self.hosts.expire(now);
             }
+        }
+    }
+
+    /// Checks the thresholded matches of a [`HostEvent::Threshold`] (out of line: `apply`,
+    /// which every event goes through, stays small enough to inline).
+    #[inline(never)]
+    fn threshold(&mut self, ev: &HostEvent, out: &mut Sink<'_>) {
+        let HostEvent::Threshold {
+            ts,
+            src,
+            dst,
+            rules,
+            src_port,
+            dst_port,
+            proto,
+            flags,
+            ..
+        } = *ev
+        else {
+            return;
+        };
+        let Some(t) = &mut self.thresholds else {
+            return;
+        };
+        let ends = DeferredEnds {
+            src: u128::from_be_bytes(src),
+            dst: u128::from_be_bytes(dst),
+            src_port,
+            dst_port,
+            proto,
+        };
+        // (Plain code: at the size-optimised level, iterating over the two places cost ~25
+        // instructions a place, callgrind.)
+        let mut alerts = [None, None];
+        if rules[0] != NO_RULE {
+            alerts[0] = t.check(rules[0], ts, &ends);
+        }
+        if rules[1] != NO_RULE {
+            alerts[1] = t.check(rules[1], ts, &ends);
+        }
+        out.stats.alerts_suppressed += t.take_suppressed();
+        if alerts == [None, None] {
+            return;
+        }
+        for i in 0..2 {
+            if let Some((about_dst, priority)) = alerts[i] {
+                if flags & SILENT[i] == 0 {
+                    self.threshold_alert(ev, rules[i], about_dst, priority, out);
+                }
+            }
+        }
+    }
+
+    /// One thresholded match of `ev` alerts: the alert, and signature evidence on the
+    /// packet's sender or, for a rule counting per destination, its receiver (as on the loop).
+    #[cold]
+    fn threshold_alert(
+        &mut self,
+        ev: &HostEvent,
+        rule: u32,
+        about_dst: bool,
+        priority: u8,
+        out: &mut Sink<'_>,
+    ) {
+        let HostEvent::Threshold {
+            ts,
+            flow_id,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto,
+            flags,
+            ..
+        } = *ev
+        else {
+            return;
+        };
+        let ip = |a: Addr16| {
+            if flags & IPV6 != 0 {
+                IpAddr::V6(Ipv6Addr::from(a))
+            } else {
+                addr_from16(a)
+            }
+        };
+        out.stats.alerts += 1;
+        let rec = AlertRec {
+            ts,
+            source: AlertSource::Rule(rule),
+            src: ip(src),
+            src_port,
+            dst: ip(dst),
+            dst_port,
+            proto,
+            flow_id,
+        };
+        if !push_bounded(out.alerts, rec) {
+            out.stats.outbox_drops += 1;
+        }
+        let last = match about_dst {
+            true => (flags & DST != 0).then_some(Last::Dst),
+            false => (flags & SRC != 0).then_some(Last::Src),
+        };
+        if let Some(h) = last.and_then(|l| self.admit_seen(l)) {
+            let ev = &mut self.hosts.table.get_mut(h).evidence;
+            ev.add_signature(rule, priority);
         }
     }
 
@@ -600,6 +738,7 @@ const STACK: usize = 256 << 10;
 
 /// Results of the thread, waiting for the loop to collect them.
 struct Results {
+    alerts: Vec<AlertRec>,
     verdicts: Vec<VerdictRec>,
     windows: Vec<(Micros, [u64; 4])>,
     samples: Vec<SampleRec>,
@@ -610,6 +749,7 @@ struct Results {
 impl Results {
     fn sink(&mut self) -> Sink<'_> {
         Sink {
+            alerts: &mut self.alerts,
             verdicts: &mut self.verdicts,
             windows: &mut self.windows,
             samples: &mut self.samples,
@@ -620,7 +760,10 @@ impl Results {
     /// Half of some buffer is used: the loop should collect now.
     fn pressing(&self) -> bool {
         let lim = self.cap / 2;
-        self.verdicts.len() >= lim || self.windows.len() >= lim || self.samples.len() >= lim
+        self.alerts.len() >= lim
+            || self.verdicts.len() >= lim
+            || self.windows.len() >= lim
+            || self.samples.len() >= lim
     }
 }
 
@@ -679,6 +822,9 @@ pub struct JudgeThread {
     pressing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     counts: HostCounts,
+    /// The threshold table's (evicted, first sightings dropped), as of the last `collect`,
+    /// when the judge checks thresholds.
+    thresh_counts: Option<(u64, u64)>,
     /// Hand over a closed second at once (live capture): its verdicts are then ready by the
     /// next tick, as they would be judged on the loop. Off for replay, where a capture's
     /// sparse stretches would make as many small batches as seconds.
@@ -723,6 +869,7 @@ impl JudgeThread {
     ) -> Result<JudgeThread, (io::Error, Box<Judge>)> {
         let counts = judge.counts();
         let results = Results {
+            alerts: Vec::with_capacity(outbox),
             verdicts: Vec::with_capacity(outbox),
             windows: Vec::with_capacity(outbox),
             samples: Vec::with_capacity(outbox),
@@ -795,6 +942,7 @@ impl JudgeThread {
             pressing,
             thread: Some(thread),
             counts,
+            thresh_counts: None,
             eager_close: false,
             helped: 0,
             spent: Duration::ZERO,
@@ -892,6 +1040,7 @@ impl JudgeThread {
     pub fn collect(&mut self, out: &mut Sink<'_>) {
         let mut g = lock(&self.shared);
         let Shared { judge, results } = &mut *g;
+        merge_alerts(out.alerts, &mut results.alerts, &mut out.stats.outbox_drops);
         for v in results.verdicts.drain(..) {
             if !push_bounded(out.verdicts, v) {
                 out.stats.outbox_drops += 1;
@@ -910,12 +1059,19 @@ impl JudgeThread {
         out.stats.absorb_judged(&mut results.stats);
         results.stats.timing_disabled = out.stats.timing_disabled;
         self.counts = judge.counts();
+        self.thresh_counts = judge.thresholds.as_ref().map(Thresholds::tracker_counts);
         self.pressing.store(false, Ordering::Relaxed);
     }
 
     /// Host-table figures as of the last `collect`.
     pub fn counts(&self) -> HostCounts {
         self.counts
+    }
+
+    /// The threshold table's (evicted, dropped) as of the last `collect`, when the judge
+    /// checks thresholds.
+    pub fn thresh_counts(&self) -> Option<(u64, u64)> {
+        self.thresh_counts
     }
 
     /// Runs `f` on the judge (settings: model, learning); events already handed over may
@@ -931,6 +1087,25 @@ impl Drop for JudgeThread {
         self.handoff.ready.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Moves the judge's alerts into `out`, after the loop's alerts of the same time and
+/// before later ones: the judge checks thresholds behind the loop, so the loop may have
+/// queued alerts of later packets meanwhile. (An insertion from the end: the alerts
+/// still in the outbox are from the last tick or so, and in order; allocation-free.) What
+/// does not fit is counted in `drops`.
+fn merge_alerts(out: &mut Vec<AlertRec>, from: &mut Vec<AlertRec>, drops: &mut u64) {
+    for a in from.drain(..) {
+        if !push_bounded(out, a) {
+            *drops += 1;
+            continue;
+        }
+        let mut i = out.len() - 1;
+        while i > 0 && out[i - 1].ts > a.ts {
+            out.swap(i - 1, i);
+            i -= 1;
         }
     }
 }
@@ -951,6 +1126,15 @@ impl HostStage {
 
     pub fn is_threaded(&self) -> bool {
         matches!(self, HostStage::Thread(_))
+    }
+
+    /// The judge's threshold table's (evicted, first sightings dropped), when it checks
+    /// thresholds (with the thread: as of the last collect).
+    pub fn thresh_counts(&self) -> Option<(u64, u64)> {
+        match self {
+            HostStage::Inline(j) => j.thresholds.as_ref().map(Thresholds::tracker_counts),
+            HostStage::Thread(t) => t.thresh_counts(),
+        }
     }
 
     /// Runs `f` on the judge, wherever it is.
@@ -1028,10 +1212,28 @@ mod tests {
         )
     }
 
-    type Out = (Vec<VerdictRec>, Vec<(Micros, [u64; 4])>, u64, [u64; 4]);
+    /// Verdicts, windows, window count, verdict counts, alerts (thresholds).
+    type Out = (
+        Vec<VerdictRec>,
+        Vec<(Micros, [u64; 4])>,
+        u64,
+        [u64; 4],
+        Vec<AlertRec>,
+    );
+
+    fn out() -> Out {
+        (
+            Vec::with_capacity(CAP),
+            Vec::with_capacity(CAP),
+            0,
+            [0; 4],
+            Vec::with_capacity(CAP),
+        )
+    }
 
     fn sink<'a>(o: &'a mut Out, st: &'a mut Stats, s: &'a mut Vec<SampleRec>) -> Sink<'a> {
         Sink {
+            alerts: &mut o.4,
             verdicts: &mut o.0,
             windows: &mut o.1,
             samples: s,
@@ -1044,7 +1246,7 @@ mod tests {
     /// Every event applied in order on a judge of our own: the results and host counts the
     /// thread must match.
     fn applied_inline(evs: &[HostEvent]) -> (Out, HostCounts) {
-        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut out = out();
         let mut st = Stats::default();
         let mut j = judge();
         j.apply_all(evs, &mut sink(&mut out, &mut st, &mut Vec::new()));
@@ -1055,7 +1257,7 @@ mod tests {
 
     /// What the thread has judged, collected as the loop does.
     fn collected(t: &mut JudgeThread) -> Out {
-        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut out = out();
         let mut st = Stats::default();
         t.collect(&mut sink(&mut out, &mut st, &mut Vec::new()));
         out.2 = st.windows;
@@ -1170,12 +1372,94 @@ mod tests {
     }
 
     fn applied(j: &mut Judge, evs: &[HostEvent]) -> Out {
-        let mut out: Out = (Vec::with_capacity(CAP), Vec::with_capacity(CAP), 0, [0; 4]);
+        let mut out = out();
         let mut st = Stats::default();
         j.apply_all(evs, &mut sink(&mut out, &mut st, &mut Vec::new()));
         out.2 = st.windows;
         out.3 = st.verdicts;
         out
+    }
+
+    /// The judge checks thresholded matches the loop left to it: a rule counting per
+    /// destination alerts once its count is reached and is evidence against the receiver;
+    /// a per-source `limit` alerts once per source and is evidence against the sender; a
+    /// silenced match (a `pass` rule matched) counts without alerting; an empty second place
+    /// is skipped; matches kept from alerting are counted.
+    #[test]
+    fn thresholded_matches_alert_and_are_evidence_on_the_judge() {
+        use crate::rules::{RuleSet, RuleVars};
+        let text = "alert tcp any any -> any any (msg:\"flood\"; flags:S; threshold:type both, track by_dst, count 3, seconds 10; sid:1;)\n\
+                    alert tcp any any -> any any (msg:\"src\"; flags:S; threshold:type limit, track by_src, count 1, seconds 10; sid:2;)\n";
+        let (mut set, rep) = RuleSet::parse_str(text, "t.rules", &RuleVars::default_home(), 64);
+        assert!(rep.skipped.is_empty(), "{:?}", rep.skipped);
+        let rule = |sid| (0..2).find(|&i| set.info(i).sid == sid).unwrap();
+        let (flood, per_src) = (rule(1), rule(2));
+        let mut j = judge();
+        j.thresholds = set.take_thresholds();
+        assert!(j.thresholds.is_some());
+        let victim = v4(1);
+        let mut evs = Vec::new();
+        for k in 0..5u32 {
+            let ts = 1_000_000_000 + i64::from(k) * 1000;
+            let src = v4(100 + k);
+            evs.push(syn(ts, src, victim));
+            // The fourth SYN's per-source match is silenced; the fifth has one match only.
+            let (rules, silent) = match k {
+                3 => ([flood, per_src], SILENT[1]),
+                4 => ([per_src, NO_RULE], 0),
+                _ => ([flood, per_src], 0),
+            };
+            evs.push(HostEvent::Threshold {
+                ts,
+                flow_id: 7 + u64::from(k),
+                src,
+                dst: victim,
+                rules,
+                src_port: 40_000,
+                dst_port: 25565,
+                proto: IPPROTO_TCP,
+                flags: SRC | DST | silent,
+            });
+        }
+        let mut out = out();
+        let mut st = Stats::default();
+        j.apply_all(&evs, &mut sink(&mut out, &mut st, &mut Vec::new()));
+        let alerts: Vec<(u32, u64, IpAddr)> = out
+            .4
+            .iter()
+            .map(|a| match a.source {
+                AlertSource::Rule(r) => (r, a.flow_id, a.src),
+                _ => panic!("{a:?}"),
+            })
+            .collect();
+        let ip = |i: u32| addr_from16(v4(i));
+        // The flood rule alerts at its third match only; the per-source one for each new
+        // source, except the silenced one.
+        assert_eq!(
+            alerts,
+            [
+                (per_src, 7, ip(100)),
+                (per_src, 8, ip(101)),
+                (flood, 9, ip(102)),
+                (per_src, 9, ip(102)),
+                (per_src, 11, ip(104)),
+            ]
+        );
+        assert_eq!(out.4[2].dst, ip(1));
+        assert_eq!((out.4[2].src_port, out.4[2].dst_port), (40_000, 25565));
+        assert_eq!((st.alerts, st.alerts_suppressed), (5, 3));
+        let sig = |j: &mut Judge, a: Addr16| {
+            let h = j
+                .hosts
+                .touch_known(&a, 1_000_010_000, 1000)
+                .expect("a host");
+            let s = &j.hosts.table.get(h).evidence.sig;
+            (s.hits, s.rules[..usize::from(s.n_rules)].to_vec())
+        };
+        assert_eq!(sig(&mut j, victim), (1, vec![flood]));
+        assert_eq!(sig(&mut j, v4(102)), (1, vec![per_src]));
+        // The silenced match left no evidence: its sender was only seen once, and held.
+        assert!(j.hosts.touch_known(&v4(103), 1_000_010_000, 1000).is_none());
     }
 
     fn big_judge(doorkeeper: bool) -> Judge {

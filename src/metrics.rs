@@ -307,9 +307,7 @@ pub fn render(
         info.rules_loaded as f64,
     );
     // Since the rules were (re)loaded: a reload starts a new table.
-    let (evicted, dropped) = engine.rules.as_ref().map_or((0, 0), |r| {
-        (r.tracker_evictions(), r.tracker_first_dropped())
-    });
+    let (evicted, dropped) = engine.threshold_counts();
     m.single(
         "phantomnet_threshold_evicted_total",
         Counter,

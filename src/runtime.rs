@@ -202,7 +202,7 @@ pub fn build_engine(cfg: &Config, det: Detectors, collect_samples: bool) -> Engi
     let mut opts = EngineOptions::from_config(cfg);
     opts.collect_samples = collect_samples;
     let mut e = Engine::new(opts);
-    e.rules = det.rules;
+    e.set_rules(det.rules);
     e.intel = det.intel;
     e.set_model(det.model);
     e
@@ -848,10 +848,10 @@ fn reload(cfg: &Config, engine: &mut Engine) {
     // Files that now yield nothing (garbage, truncated) count as bad when the old set had
     // something: detection must not silently stop.
     match load_rules(cfg) {
-        Ok(Some(r)) if r.is_empty() && engine.rules.as_ref().is_some_and(|o| !o.is_empty()) => {
+        Ok(Some(r)) if r.is_empty() && engine.rules().is_some_and(|o| !o.is_empty()) => {
             warn!("reload: keeping the old rules: no rule loaded from the new files")
         }
-        Ok(r) => engine.rules = r,
+        Ok(r) => engine.set_rules(r),
         Err(e) => warn!("reload: keeping the old rules: {e}"),
     }
     match load_intel(cfg) {

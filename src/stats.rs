@@ -179,14 +179,17 @@ impl Stats {
         self.latency[stage as usize].record(ns);
     }
 
-    /// Moves what host judging counts (windows, verdicts, drops, and the score, correlate
-    /// and frame-to-verdict timings) from `other`, the judge thread's counters, into these.
+    /// Moves what host judging counts (windows, verdicts, drops, thresholded alerts, and the
+    /// score, correlate and frame-to-verdict timings) from `other`, the judge thread's counters, into these.
     pub fn absorb_judged(&mut self, other: &mut Stats) {
         self.windows += std::mem::take(&mut other.windows);
         for (a, b) in self.verdicts.iter_mut().zip(other.verdicts.iter_mut()) {
             *a += std::mem::take(b);
         }
         self.outbox_drops += std::mem::take(&mut other.outbox_drops);
+        // Alerts of thresholded rules, which the judge checks when it has a thread.
+        self.alerts += std::mem::take(&mut other.alerts);
+        self.alerts_suppressed += std::mem::take(&mut other.alerts_suppressed);
         for st in [Stage::Score, Stage::Correlate, Stage::FrameToVerdict] {
             let h = std::mem::take(&mut other.latency[st as usize]);
             self.latency[st as usize].merge(&h);

@@ -1,7 +1,8 @@
 //! The host judge thread (`[detection] judge_thread`): host state and each second's
 //! verdicts move off the packet loop, and nothing else may change. Judged on the thread or
 //! on the loop, a capture gives the same alerts, verdicts (with their reasons), window
-//! counts and flows, row for row.
+//! counts and flows, row for row (alerts in time order: with the thread, thresholded
+//! rules' alerts come from the judge and may be stored after later packets' alerts).
 
 use std::path::Path;
 
@@ -91,8 +92,33 @@ fn the_judge_thread_gives_exactly_the_verdicts_judging_on_the_loop_gives() {
         }
         dumps.push(dump(&db));
     }
-    assert_eq!(dumps[0].len(), dumps[1].len());
-    for (a, b) in dumps[0].iter().zip(&dumps[1]) {
+    // Alerts are the same rows; their ids and order may differ: with the
+    // thread, thresholded rules alert from the judge, which may store an alert after alerts
+    // of later packets (each flush stores its alerts in time order).
+    let by_time = |d: &[String]| {
+        let mut alerts: Vec<String> = d
+            .iter()
+            .filter_map(|r| r.strip_prefix("alerts: "))
+            .map(|r| r.split_once('|').map_or(r, |(_id, rest)| rest).to_string())
+            .collect();
+        alerts.sort();
+        alerts
+    };
+    let others = |d: &[String]| -> Vec<String> {
+        d.iter()
+            .filter(|r| !r.starts_with("alerts: "))
+            .cloned()
+            .collect()
+    };
+    let (a, b) = (by_time(&dumps[0]), by_time(&dumps[1]));
+    assert!(a.len() > 20, "too few alerts: {}", a.len());
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a, b);
+    }
+    let (a, b) = (others(&dumps[0]), others(&dumps[1]));
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
         assert_eq!(a, b);
     }
 }

@@ -619,21 +619,50 @@ alert tcp any any -> any 22 (flags:S; threshold:type both, track by_rule, count 
 }
 
 /// The engine counts what thresholds kept from alerting (`/metrics`
-/// `phantomnet_alerts_suppressed_total`), and keeps the count across a rule reload.
+/// `phantomnet_alerts_suppressed_total`), and keeps the count across a rule reload; with the
+/// judge on its thread (which then checks thresholds) as on the loop.
 #[test]
 fn the_engine_counts_suppressed_alerts() {
     use phantomnet::engine::{Engine, EngineOptions};
-    let mut e = Engine::new(EngineOptions::default());
-    e.rules = Some(load_ok(&set_text_sid(2))); // limit: one alert per 10 s
-    let syn = tcp(22, 0x02, b"");
-    for t in 0..5 {
-        e.process(t * 1_000_000, &syn);
+    for threaded in [false, true] {
+        let mut e = Engine::new(EngineOptions::default());
+        if threaded {
+            e.start_judge_thread().expect("judge thread");
+        }
+        e.set_rules(Some(load_ok(&set_text_sid(2)))); // limit: one alert per 10 s
+        let syn = tcp(22, 0x02, b"");
+        for t in 0..5 {
+            e.process(t * 1_000_000, &syn);
+        }
+        e.sync_judged(true);
+        let got = (
+            e.stats.alerts,
+            e.stats.alerts_suppressed,
+            e.outbox.alerts.len(),
+        );
+        assert_eq!(got, (1, 4, 1), "threaded {threaded}");
+        e.set_rules(Some(load_ok(&set_text_sid(2))));
+        e.process(5_000_000, &syn);
+        e.process(6_000_000, &syn);
+        e.sync_judged(true);
+        let got = (
+            e.stats.alerts,
+            e.stats.alerts_suppressed,
+            e.outbox.alerts.len(),
+        );
+        assert_eq!(got, (2, 5, 2), "threaded {threaded}");
+        assert_eq!(e.threshold_counts(), (0, 0));
+        // 1,100 sources matching once overflow the table's 1,024 first sightings (the
+        // reloaded source's took place 0 and moved on to a full entry): /metrics reads the
+        // table's counts wherever it is.
+        for i in 0..1100u32 {
+            let src = (0x0a00_0000u32 + i).to_be_bytes();
+            let f = frames::eth_ipv4_tcp(MAC_A, MAC_B, src, B, 40000, 22, 0x02, 1000, 1, b"");
+            e.process(7_000_000 + i64::from(i), &f);
+        }
+        e.sync_judged(true);
+        assert_eq!(e.threshold_counts(), (0, 76), "threaded {threaded}");
     }
-    assert_eq!((e.stats.alerts, e.stats.alerts_suppressed), (1, 4));
-    e.rules = Some(load_ok(&set_text_sid(2)));
-    e.process(5_000_000, &syn);
-    e.process(6_000_000, &syn);
-    assert_eq!((e.stats.alerts, e.stats.alerts_suppressed), (2, 5));
 }
 
 fn set_text_sid(sid: u32) -> String {

@@ -22,7 +22,7 @@ use addr::{addr_key, Kind, VarTable};
 use matcher::match_payload;
 use parse::{flowc, FbOp, FlowbitNames, HdrBuf, Proto, Rule};
 use pre::Pre;
-use threshold::{TKey, ThreshKind, Track, Tracker, UniqueOn};
+use threshold::{check_rule, Ends, RuleThresh, ThreshKind, Thresholds, Track, Tracker};
 
 pub use parse::Action;
 
@@ -225,6 +225,23 @@ pub struct FlowRuleState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleHit {
     pub rule: u32,
+    /// The rule has a threshold the rule set did not check: its [`Thresholds`] were taken
+    /// ([`RuleSet::take_thresholds`]), and whoever holds them must check this match, in
+    /// order with the others, before it alerts.
+    pub deferred: bool,
+    /// (Deferred hits only.) A later `pass` rule matched the packet: the threshold still
+    /// counts the match, but it never alerts.
+    pub silent: bool,
+}
+
+impl RuleHit {
+    fn alert(rule: u32) -> RuleHit {
+        RuleHit {
+            rule,
+            deferred: false,
+            silent: false,
+        }
+    }
 }
 
 /// A rule of a group with its pre-check inline, so rejecting it reads no `Rule`.
@@ -298,10 +315,9 @@ pub struct RuleSet {
     origins: Vec<String>,
     groups: Vec<Group>,
     classes: [Class; 4],
-    tracker: Tracker,
-    /// Matches a threshold or detection_filter kept from alerting, since the last
-    /// [`RuleSet::take_suppressed`].
-    suppressed: u64,
+    /// The thresholded rules and their tracking table; `None` once taken
+    /// ([`RuleSet::take_thresholds`]): thresholded matches are then returned deferred.
+    thresholds: Option<Thresholds>,
     cands: Vec<u32>,
     seen: Vec<bool>,
     touched: Vec<u32>,
@@ -523,8 +539,7 @@ impl RuleSet {
             origins: sources.iter().map(|s| s.0.clone()).collect(),
             groups: Vec::new(),
             classes: Default::default(),
-            tracker: Tracker::new(max_tracked, unique),
-            suppressed: 0,
+            thresholds: None,
             cands: Vec::with_capacity(rules.len()),
             seen: Vec::new(),
             touched: Vec::new(),
@@ -532,6 +547,23 @@ impl RuleSet {
             dns_query: false,
             rules,
         };
+        let thresholded = (0..set.rules.len() as u32)
+            .filter_map(|i| {
+                let r = &set.rules[i as usize];
+                Some(RuleThresh {
+                    rule: i,
+                    thresh: r.thresh?,
+                    limit: r.limit,
+                    about_dst: set.info(i).about_dst,
+                    priority: r.priority,
+                })
+            })
+            .collect();
+        set.thresholds = Some(Thresholds::new(
+            thresholded,
+            set.rules.len(),
+            Tracker::new(max_tracked, unique),
+        ));
         set.build_groups();
         (set, report)
     }
@@ -782,20 +814,38 @@ impl RuleSet {
         Some((self.origins.get(r.origin as usize)?.as_str(), r.line))
     }
 
-    /// Threshold-table entries evicted because the table was full.
+    /// Threshold-table entries evicted because the table was full (0 once the thresholds
+    /// are taken: ask their holder).
     pub fn tracker_evictions(&self) -> u64 {
-        self.tracker.evicted
+        self.thresholds.as_ref().map_or(0, |t| t.tracker_counts().0)
     }
 
     /// Threshold keys matched once whose first sighting was replaced before a second match.
     pub fn tracker_first_dropped(&self) -> u64 {
-        self.tracker.dropped
+        self.thresholds.as_ref().map_or(0, |t| t.tracker_counts().1)
     }
 
     /// Matches kept from alerting by a threshold or detection_filter since the last call
     /// (the engine adds them to its `alerts_suppressed` counter, which outlives a reload).
     pub fn take_suppressed(&mut self) -> u64 {
-        std::mem::take(&mut self.suppressed)
+        self.thresholds
+            .as_mut()
+            .map_or(0, Thresholds::take_suppressed)
+    }
+
+    /// Takes the threshold state off the set, for another thread to check thresholded
+    /// matches (the host judge): from now on `inspect` returns them as deferred hits instead
+    /// of checking them. `None` when no rule has a threshold or they were taken already.
+    pub fn take_thresholds(&mut self) -> Option<Thresholds> {
+        if self.thresholds.as_ref().is_some_and(|t| t.is_empty()) {
+            return None;
+        }
+        self.thresholds.take()
+    }
+
+    /// The thresholds were taken: thresholded matches come back deferred.
+    pub fn defers_thresholds(&self) -> bool {
+        self.thresholds.is_none()
     }
 
     /// Number of rule groups (for diagnostics and the scaling test).
@@ -931,71 +981,66 @@ impl RuleSet {
                 if pkt.has_flow {
                     flow.passed = true;
                 }
-                out.clear();
+                // Nothing before it alerts. A threshold counted the matches it checked; the
+                // deferred ones are still to be counted, silently.
+                out.retain_mut(|h| {
+                    h.silent = true;
+                    h.deferred
+                });
                 return;
             }
             if r.noalert {
                 continue;
             }
             if let Some(spec) = r.thresh {
-                let key = thresh_key(ri, spec.track, m);
-                let port = match spec.unique_on {
-                    Some(UniqueOn::SrcPort) => m.src_port,
-                    _ => m.dst_port,
+                let Some(t) = &mut self.thresholds else {
+                    out.push(RuleHit {
+                        rule: ri,
+                        deferred: true,
+                        silent: false,
+                    });
+                    continue;
                 };
-                if !self.tracker.check(&spec, key, pkt.ts, port) {
-                    self.suppressed += 1;
+                let limit = r.limit.as_ref();
+                if !check_rule(
+                    &mut t.tracker,
+                    &mut t.suppressed,
+                    ri,
+                    &spec,
+                    limit,
+                    pkt.ts,
+                    m,
+                ) {
                     continue;
                 }
-                if let Some(lim) = r.limit {
-                    // Its own tracking entries: the rule index with the top bit set.
-                    let key = thresh_key(ri | LIMIT_KEY, lim.track, m);
-                    if !self.tracker.check(&lim, key, pkt.ts, port) {
-                        self.suppressed += 1;
-                        continue;
-                    }
-                }
             }
-            out.push(RuleHit { rule: ri });
+            out.push(RuleHit::alert(ri));
         }
     }
 }
 
-/// Marks the tracking keys of a rule's second (rate-limiting) threshold.
-const LIMIT_KEY: u32 = 1 << 31;
-
-/// Not inlined on purpose: inlined, the compiler hoisted the key's address conversions and
-/// the `by_flow` ordering out of the candidate loop, ~100 instructions on every packet that
-/// had candidates, for the few that reach a threshold (callgrind).
-#[inline(never)]
-fn thresh_key(rule: u32, track: Track, m: &PacketMeta) -> TKey {
-    let mut k = TKey {
-        rule,
-        ..TKey::default()
-    };
-    // Only the addresses the key uses are converted (most rules track by_src).
-    match track {
-        Track::BySrc => k.a = addr_key(m.src),
-        Track::ByDst => k.a = addr_key(m.dst),
-        Track::ByRule => {}
-        Track::ByBoth => {
-            k.a = addr_key(m.src);
-            k.b = addr_key(m.dst);
-        }
-        Track::ByFlow => {
-            let (s, d) = (addr_key(m.src), addr_key(m.dst));
-            let (a, ap, b, bp) = if (s, m.src_port) <= (d, m.dst_port) {
-                (s, m.src_port, d, m.dst_port)
-            } else {
-                (d, m.dst_port, s, m.src_port)
-            };
-            k.a = a;
-            k.b = b;
-            k.ports = (u32::from(ap) << 16) | u32::from(bp);
-            k.proto = m.ip_proto;
-        }
+/// The decoded packet's ends, for tracking keys on the loop.
+impl Ends for PacketMeta {
+    #[inline]
+    fn src(&self) -> u128 {
+        addr_key(self.src)
     }
-    k
+    #[inline]
+    fn dst(&self) -> u128 {
+        addr_key(self.dst)
+    }
+    #[inline]
+    fn src_port(&self) -> u16 {
+        self.src_port
+    }
+    #[inline]
+    fn dst_port(&self) -> u16 {
+        self.dst_port
+    }
+    #[inline]
+    fn proto(&self) -> u8 {
+        self.ip_proto
+    }
 }
 
 fn side_matches(r: &Rule, s: u128, sp: u16, d: u128, dp: u16) -> bool {
@@ -1344,6 +1389,93 @@ alert tcp any any -> any any (msg:"tcp hdr"; tcp.hdr; content:"|50|"; offset:12;
         // The header and stream keywords took part.
         for sid in [24, 25, 26, 27, 28, 29] {
             assert!(hit.contains(&sid), "sid {sid} never alerted: {hit:?}");
+        }
+    }
+
+    /// Thresholds of every `track`, with small counts, for the deferred-check test.
+    const THRESH_RULES: &str = r#"
+alert tcp any any -> any any (msg:"t flow"; flags:S; threshold:type both, track by_flow, count 2, seconds 60; sid:40;)
+alert ip any any -> any any (msg:"t both"; threshold:type threshold, track by_both, count 3, seconds 5; sid:41;)
+alert udp any any -> any any (msg:"t rule"; threshold:type limit, track by_rule, count 2, seconds 1; sid:42;)
+alert tcp any any -> any any (msg:"t dst"; flags:R; detection_filter:track by_dst, count 2, seconds 10; sid:43;)
+alert tcp any any -> any any (msg:"t uniq"; detection_filter:track by_src, count 3, seconds 10, unique_on src_port; threshold:type limit, track by_dst, count 1, seconds 3; sid:44;)
+"#;
+
+    /// With its thresholds taken (the judge thread checks them), a set returns thresholded
+    /// matches deferred. Checked in order on the taken [`Thresholds`] from the ends a host
+    /// event carries (addresses in 16-byte form), they alert exactly where the set checking
+    /// them itself alerts, and count the same suppressed matches: IPv4 and IPv6, every
+    /// `track`, `limit` and distinct ports.
+    #[test]
+    fn deferred_thresholds_alert_as_checked_on_the_loop() {
+        use super::threshold::DeferredEnds;
+        use crate::flow::addr16;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut text = format!("{EXTRA_RULES}{THRESH_RULES}");
+        for f in ["phantomnet.rules", "phantomnet-threats.rules"] {
+            text.push_str(&std::fs::read_to_string(dir.join(f)).unwrap());
+        }
+        let vars = RuleVars::default_home();
+        let (mut inline, _) = RuleSet::parse_str(&text, "t.rules", &vars, 64);
+        let (mut deferring, _) = RuleSet::parse_str(&text, "t.rules", &vars, 64);
+        assert!(!deferring.defers_thresholds());
+        let mut th = deferring.take_thresholds().expect("thresholded rules");
+        assert!(deferring.defers_thresholds());
+        assert!(deferring.take_thresholds().is_none());
+        let mut rng = Rng(0x51_7cc1_b727_220a);
+        let mut flows_a = [FlowRuleState::default(); 8];
+        let mut flows_b = flows_a;
+        let (mut out_a, mut out_b) = (Vec::with_capacity(64), Vec::with_capacity(64));
+        let (mut deferred, mut alerted, mut suppressed, mut ts) = (0, 0, 0, 0i64);
+        let mut sids = std::collections::BTreeSet::new();
+        for step in 0..40_000 {
+            let f = frame(&mut rng);
+            let meta = decode(LinkType::Ethernet, &f, f.len() as u32);
+            ts += rng.below(100_000) as i64;
+            let pkt = PacketCtx {
+                ts,
+                meta: &meta,
+                frame: &f,
+                has_flow: rng.below(4) != 0,
+                to_server: rng.below(2) == 0,
+                established: rng.below(2) == 0,
+                stream: [rng.below(3000) as u32, rng.below(3000) as u32],
+            };
+            let fi = rng.below(8);
+            inline.inspect(&pkt, &mut flows_a[fi], &mut out_a);
+            deferring.inspect(&pkt, &mut flows_b[fi], &mut out_b);
+            assert!(out_a.iter().all(|h| !h.deferred), "step {step}");
+            let ends = DeferredEnds {
+                src: u128::from_be_bytes(addr16(meta.src)),
+                dst: u128::from_be_bytes(addr16(meta.dst)),
+                src_port: meta.src_port,
+                dst_port: meta.dst_port,
+                proto: meta.ip_proto,
+            };
+            let mut resolved = Vec::new();
+            for h in &out_b {
+                if !h.deferred {
+                    resolved.push(h.rule);
+                    continue;
+                }
+                deferred += 1;
+                if th.check(h.rule, ts, &ends).is_some() && !h.silent {
+                    resolved.push(h.rule);
+                    alerted += 1;
+                    sids.insert(inline.info(h.rule).sid);
+                }
+            }
+            let want: Vec<u32> = out_a.iter().map(|h| h.rule).collect();
+            assert_eq!(resolved, want, "step {step}: {meta:?}");
+            let n = inline.take_suppressed();
+            assert_eq!(th.take_suppressed(), n, "step {step}");
+            assert_eq!(deferring.take_suppressed(), 0);
+            suppressed += n;
+        }
+        println!("{deferred} deferred, {alerted} alerted, {suppressed} suppressed: {sids:?}");
+        assert!(deferred > 5_000 && alerted > 500 && suppressed > 2_000);
+        for sid in 40..=44 {
+            assert!(sids.contains(&sid), "sid {sid} never alerted: {sids:?}");
         }
     }
 
