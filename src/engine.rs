@@ -735,21 +735,22 @@ impl Engine {
             };
             for hit in &self.hits {
                 if hit.deferred {
-                    let s = if hit.silent { judge::SILENT[0] } else { 0 };
-                    if deferred == judge::NO_RULE {
-                        (deferred, silent) = (hit.rule, s);
+                    // The first waits for a second to share its event.
+                    let place = usize::from(deferred != judge::NO_RULE);
+                    silent |= if hit.silent { judge::SILENT[place] } else { 0 };
+                    if place == 0 {
+                        deferred = hit.rule;
                     } else {
-                        let s = if hit.silent { judge::SILENT[1] } else { 0 };
-                        let ev = threshold(deferred, hit.rule, silent | s);
+                        let ev = threshold(deferred, hit.rule, silent);
                         host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
-                        deferred = judge::NO_RULE;
+                        (deferred, silent) = (judge::NO_RULE, 0);
                     }
                     continue;
                 }
                 if deferred != judge::NO_RULE {
                     let ev = threshold(deferred, judge::NO_RULE, silent);
                     host_event(&mut self.judge, &mut self.outbox, &mut self.stats, ev);
-                    deferred = judge::NO_RULE;
+                    (deferred, silent) = (judge::NO_RULE, 0);
                 }
                 emit(
                     &mut self.stats,
