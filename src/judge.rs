@@ -30,7 +30,7 @@ use crate::features::{self, WindowTotals};
 use crate::flow::{addr_from16, Addr16};
 use crate::host::{Bucket, Held, HostTable, Sighting};
 use crate::model::Model;
-use crate::rules::threshold::{DeferredEnds, Thresholds};
+use crate::rules::threshold::{Ends, Thresholds};
 use crate::stats::{Stage, Stats};
 use crate::table::{mix, Slot};
 
@@ -331,6 +331,7 @@ impl Judge {
     fn threshold(&mut self, ev: &HostEvent, out: &mut Sink<'_>) {
         let HostEvent::Threshold {
             ts,
+            flow_id,
             src,
             dst,
             rules,
@@ -338,7 +339,6 @@ impl Judge {
             dst_port,
             proto,
             flags,
-            ..
         } = *ev
         else {
             return;
@@ -346,7 +346,7 @@ impl Judge {
         let Some(t) = &mut self.thresholds else {
             return;
         };
-        let ends = DeferredEnds {
+        let ends = Ends {
             src: u128::from_be_bytes(src),
             dst: u128::from_be_bytes(dst),
             src_port,
@@ -366,40 +366,6 @@ impl Judge {
         if alerts == [None, None] {
             return;
         }
-        for i in 0..2 {
-            if let Some((about_dst, priority)) = alerts[i] {
-                if flags & SILENT[i] == 0 {
-                    self.threshold_alert(ev, rules[i], about_dst, priority, out);
-                }
-            }
-        }
-    }
-
-    /// One thresholded match of `ev` alerts: the alert, and signature evidence on the
-    /// packet's sender or, for a rule counting per destination, its receiver (as on the loop).
-    #[cold]
-    fn threshold_alert(
-        &mut self,
-        ev: &HostEvent,
-        rule: u32,
-        about_dst: bool,
-        priority: u8,
-        out: &mut Sink<'_>,
-    ) {
-        let HostEvent::Threshold {
-            ts,
-            flow_id,
-            src,
-            dst,
-            src_port,
-            dst_port,
-            proto,
-            flags,
-            ..
-        } = *ev
-        else {
-            return;
-        };
         let ip = |a: Addr16| {
             if flags & IPV6 != 0 {
                 IpAddr::V6(Ipv6Addr::from(a))
@@ -407,17 +373,39 @@ impl Judge {
                 addr_from16(a)
             }
         };
+        for i in 0..2 {
+            let Some((about_dst, priority)) = alerts[i] else {
+                continue;
+            };
+            if flags & SILENT[i] != 0 {
+                continue;
+            }
+            let rec = AlertRec {
+                ts,
+                source: AlertSource::Rule(rules[i]),
+                src: ip(src),
+                src_port,
+                dst: ip(dst),
+                dst_port,
+                proto,
+                flow_id,
+            };
+            self.threshold_alert(rec, rules[i], (about_dst, priority), flags, out);
+        }
+    }
+
+    /// A thresholded match alerts: the alert, and signature evidence on the packet's
+    /// sender or, for a rule counting per destination, its receiver (as on the loop).
+    #[cold]
+    fn threshold_alert(
+        &mut self,
+        rec: AlertRec,
+        rule: u32,
+        (about_dst, priority): (bool, u8),
+        flags: u8,
+        out: &mut Sink<'_>,
+    ) {
         out.stats.alerts += 1;
-        let rec = AlertRec {
-            ts,
-            source: AlertSource::Rule(rule),
-            src: ip(src),
-            src_port,
-            dst: ip(dst),
-            dst_port,
-            proto,
-            flow_id,
-        };
         if !push_bounded(out.alerts, rec) {
             out.stats.outbox_drops += 1;
         }

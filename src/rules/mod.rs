@@ -1001,45 +1001,14 @@ impl RuleSet {
                     });
                     continue;
                 };
-                let limit = r.limit.as_ref();
-                if !check_rule(
-                    &mut t.tracker,
-                    &mut t.suppressed,
-                    ri,
-                    &spec,
-                    limit,
-                    pkt.ts,
-                    m,
-                ) {
+                let (limit, ends) = (r.limit.as_ref(), Ends::of(m));
+                let (tracker, suppressed) = (&mut t.tracker, &mut t.suppressed);
+                if !check_rule(tracker, suppressed, ri, &spec, limit, pkt.ts, &ends) {
                     continue;
                 }
             }
             out.push(RuleHit::alert(ri));
         }
-    }
-}
-
-/// The decoded packet's ends, for tracking keys on the loop.
-impl Ends for PacketMeta {
-    #[inline]
-    fn src(&self) -> u128 {
-        addr_key(self.src)
-    }
-    #[inline]
-    fn dst(&self) -> u128 {
-        addr_key(self.dst)
-    }
-    #[inline]
-    fn src_port(&self) -> u16 {
-        self.src_port
-    }
-    #[inline]
-    fn dst_port(&self) -> u16 {
-        self.dst_port
-    }
-    #[inline]
-    fn proto(&self) -> u8 {
-        self.ip_proto
     }
 }
 
@@ -1258,6 +1227,46 @@ alert tcp any any -> any any (msg:"tcp hdr"; tcp.hdr; content:"|50|"; offset:12;
         b"Authorization: Basic Zm9v",
     ];
 
+    /// A random frame with random flow facts, `ts` moved on by up to `max_step` µs.
+    struct Sample {
+        frame: Vec<u8>,
+        meta: crate::decode::PacketMeta,
+        ts: i64,
+        has_flow: bool,
+        to_server: bool,
+        established: bool,
+        stream: [u32; 2],
+    }
+
+    impl Sample {
+        fn new(rng: &mut Rng, ts: &mut i64, max_step: usize) -> Sample {
+            let frame = frame(rng);
+            let meta = decode(LinkType::Ethernet, &frame, frame.len() as u32);
+            *ts += rng.below(max_step) as i64;
+            Sample {
+                meta,
+                ts: *ts,
+                has_flow: rng.below(4) != 0,
+                to_server: rng.below(2) == 0,
+                established: rng.below(2) == 0,
+                stream: [rng.below(3000) as u32, rng.below(3000) as u32],
+                frame,
+            }
+        }
+
+        fn ctx(&self) -> PacketCtx<'_> {
+            PacketCtx {
+                ts: self.ts,
+                meta: &self.meta,
+                frame: &self.frame,
+                has_flow: self.has_flow,
+                to_server: self.to_server,
+                established: self.established,
+                stream: self.stream,
+            }
+        }
+    }
+
     /// An Ethernet frame: IPv4 or IPv6, then TCP, UDP or ICMP with the given fields.
     fn frame(rng: &mut Rng) -> Vec<u8> {
         let addrs: [[u8; 4]; 4] = [[192, 168, 1, 5], [8, 8, 8, 8], [10, 0, 0, 1], [1, 2, 3, 4]];
@@ -1358,18 +1367,8 @@ alert tcp any any -> any any (msg:"tcp hdr"; tcp.hdr; content:"|50|"; offset:12;
         let (mut alerts, mut ts) = (0, 0i64);
         let mut hit = std::collections::BTreeSet::new();
         for step in 0..40_000 {
-            let f = frame(&mut rng);
-            let meta = decode(LinkType::Ethernet, &f, f.len() as u32);
-            ts += rng.below(300_000) as i64;
-            let pkt = PacketCtx {
-                ts,
-                meta: &meta,
-                frame: &f,
-                has_flow: rng.below(4) != 0,
-                to_server: rng.below(2) == 0,
-                established: rng.below(2) == 0,
-                stream: [rng.below(3000) as u32, rng.below(3000) as u32],
-            };
+            let sample = Sample::new(&mut rng, &mut ts, 300_000);
+            let (pkt, meta) = (sample.ctx(), &sample.meta);
             let fi = rng.below(8);
             if rng.below(200) == 0 {
                 flows_fast[fi] = FlowRuleState::default();
@@ -1408,7 +1407,7 @@ alert tcp any any -> any any (msg:"t uniq"; detection_filter:track by_src, count
     /// `track`, `limit` and distinct ports.
     #[test]
     fn deferred_thresholds_alert_as_checked_on_the_loop() {
-        use super::threshold::DeferredEnds;
+        use super::threshold::Ends;
         use crate::flow::addr16;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
         let mut text = format!("{EXTRA_RULES}{THRESH_RULES}");
@@ -1429,23 +1428,13 @@ alert tcp any any -> any any (msg:"t uniq"; detection_filter:track by_src, count
         let (mut deferred, mut alerted, mut suppressed, mut ts) = (0, 0, 0, 0i64);
         let mut sids = std::collections::BTreeSet::new();
         for step in 0..40_000 {
-            let f = frame(&mut rng);
-            let meta = decode(LinkType::Ethernet, &f, f.len() as u32);
-            ts += rng.below(100_000) as i64;
-            let pkt = PacketCtx {
-                ts,
-                meta: &meta,
-                frame: &f,
-                has_flow: rng.below(4) != 0,
-                to_server: rng.below(2) == 0,
-                established: rng.below(2) == 0,
-                stream: [rng.below(3000) as u32, rng.below(3000) as u32],
-            };
+            let sample = Sample::new(&mut rng, &mut ts, 100_000);
+            let (pkt, meta) = (sample.ctx(), &sample.meta);
             let fi = rng.below(8);
             inline.inspect(&pkt, &mut flows_a[fi], &mut out_a);
             deferring.inspect(&pkt, &mut flows_b[fi], &mut out_b);
             assert!(out_a.iter().all(|h| !h.deferred), "step {step}");
-            let ends = DeferredEnds {
+            let ends = Ends {
                 src: u128::from_be_bytes(addr16(meta.src)),
                 dst: u128::from_be_bytes(addr16(meta.dst)),
                 src_port: meta.src_port,

@@ -3,7 +3,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use crate::decode::Micros;
+use super::addr::addr_key;
+use crate::decode::{Micros, PacketMeta};
 use crate::table::{mix, random_seed, ProbeIndex, TableKey};
 
 /// Seeded multiply-fold hashing of tracking keys. SipHash over the 37-byte key cost more
@@ -315,21 +316,11 @@ impl Tracker {
     }
 }
 
-/// The ends of a packet a tracking key is built from: the decoded packet (checks on the
-/// packet loop) or the copy a deferred check carries to the judge's thread
-/// ([`DeferredEnds`]). Both must give the same key for the same packet.
-pub trait Ends {
-    /// Source address, IPv4 mapped into IPv6, as one big-endian number.
-    fn src(&self) -> u128;
-    fn dst(&self) -> u128;
-    fn src_port(&self) -> u16;
-    fn dst_port(&self) -> u16;
-    fn proto(&self) -> u8;
-}
-
-/// A packet's ends as a deferred check carries them.
+/// The ends of a packet that tracking keys are built from, addresses as big-endian numbers
+/// (IPv4 mapped into IPv6): made from the decoded packet on the loop, or from the 16-byte
+/// addresses a deferred check carries to the judge's thread. Both give the same key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeferredEnds {
+pub struct Ends {
     pub src: u128,
     pub dst: u128,
     pub src_port: u16,
@@ -337,26 +328,18 @@ pub struct DeferredEnds {
     pub proto: u8,
 }
 
-impl Ends for DeferredEnds {
+impl Ends {
+    /// The decoded packet's (only for packets a thresholded rule matched: the conversions
+    /// are not free).
     #[inline]
-    fn src(&self) -> u128 {
-        self.src
-    }
-    #[inline]
-    fn dst(&self) -> u128 {
-        self.dst
-    }
-    #[inline]
-    fn src_port(&self) -> u16 {
-        self.src_port
-    }
-    #[inline]
-    fn dst_port(&self) -> u16 {
-        self.dst_port
-    }
-    #[inline]
-    fn proto(&self) -> u8 {
-        self.proto
+    pub fn of(m: &PacketMeta) -> Ends {
+        Ends {
+            src: addr_key(m.src),
+            dst: addr_key(m.dst),
+            src_port: m.src_port,
+            dst_port: m.dst_port,
+            proto: m.ip_proto,
+        }
     }
 }
 
@@ -368,26 +351,25 @@ const LIMIT_KEY: u32 = 1 << 31;
 
 /// The tracking key of rule `rule`'s threshold for a packet.
 ///
-/// Not inlined on purpose: inlined, the compiler hoisted the key's address conversions and
-/// the `by_flow` ordering out of the candidate loop, ~100 instructions on every packet that
-/// had candidates, for the few that reach a threshold (callgrind).
+/// Not inlined on purpose: inlined, the compiler hoisted the `by_flow` ordering out of the
+/// candidate loop, ~100 instructions on every packet that had candidates, for the few that
+/// reach a threshold (callgrind).
 #[inline(never)]
-pub fn thresh_key<E: Ends>(rule: u32, track: Track, m: &E) -> TKey {
+pub fn thresh_key(rule: u32, track: Track, m: &Ends) -> TKey {
     let mut k = TKey {
         rule,
         ..TKey::default()
     };
-    // Only the addresses the key uses are converted (most rules track by_src).
     match track {
-        Track::BySrc => k.a = m.src(),
-        Track::ByDst => k.a = m.dst(),
+        Track::BySrc => k.a = m.src,
+        Track::ByDst => k.a = m.dst,
         Track::ByRule => {}
         Track::ByBoth => {
-            k.a = m.src();
-            k.b = m.dst();
+            k.a = m.src;
+            k.b = m.dst;
         }
         Track::ByFlow => {
-            let (s, sp, d, dp) = (m.src(), m.src_port(), m.dst(), m.dst_port());
+            let (s, sp, d, dp) = (m.src, m.src_port, m.dst, m.dst_port);
             let (a, ap, b, bp) = if (s, sp) <= (d, dp) {
                 (s, sp, d, dp)
             } else {
@@ -396,7 +378,7 @@ pub fn thresh_key<E: Ends>(rule: u32, track: Track, m: &E) -> TKey {
             k.a = a;
             k.b = b;
             k.ports = (u32::from(ap) << 16) | u32::from(bp);
-            k.proto = m.proto();
+            k.proto = m.proto;
         }
     }
     k
@@ -405,18 +387,18 @@ pub fn thresh_key<E: Ends>(rule: u32, track: Track, m: &E) -> TKey {
 /// Records a match of rule `rule` (its threshold `spec` and optional rate `limit`) and says
 /// whether it alerts; a match kept from alerting adds one to `suppressed`.
 #[inline]
-pub fn check_rule<E: Ends>(
+pub fn check_rule(
     tracker: &mut Tracker,
     suppressed: &mut u64,
     rule: u32,
     spec: &ThreshSpec,
     limit: Option<&ThreshSpec>,
     ts: Micros,
-    m: &E,
+    m: &Ends,
 ) -> bool {
     let port = match spec.unique_on {
-        Some(UniqueOn::SrcPort) => m.src_port(),
-        _ => m.dst_port(),
+        Some(UniqueOn::SrcPort) => m.src_port,
+        _ => m.dst_port,
     };
     if !tracker.check(spec, thresh_key(rule, spec.track, m), ts, port) {
         *suppressed += 1;
@@ -491,7 +473,7 @@ impl Thresholds {
     /// Records a match of rule `rule` and, when it alerts, says what the judge needs:
     /// `(about_dst, priority)`. A rule without a threshold always alerts (`(false, 3)`).
     #[inline]
-    pub fn check<E: Ends>(&mut self, rule: u32, ts: Micros, m: &E) -> Option<(bool, u8)> {
+    pub fn check(&mut self, rule: u32, ts: Micros, m: &Ends) -> Option<(bool, u8)> {
         let Some(&r) = self.rule(rule) else {
             return Some((false, 3));
         };
